@@ -1,0 +1,36 @@
+# The two commands: `make demo` and `make test`. Each creates .venv when missing and installs the project.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all lint format venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Fast suite (slow-marked tests skipped); pytest's exit 5 ("no tests ran") is not a failure.
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
+lint: $(STAMP)
+	$(PY) -m ruff check fer_jax data_prep tests benchmarks configs
+	$(PY) -m ruff format --check fer_jax data_prep tests benchmarks configs
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix fer_jax data_prep tests benchmarks configs
+	$(PY) -m ruff format fer_jax data_prep tests benchmarks configs
+
+demo: $(STAMP)
+	$(PY) -m fer_jax.demo --out runs/demo
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,62 @@
+"""Defaults shared by every training config; model configs derive from ``base_config()``.
+
+Sections: ``data`` (shards and pipeline), ``model`` (filled by each model config), ``train`` (loop),
+``optim`` (optax), ``loss``, ``eval``. Every config has ``seed``, ``data.dir``, ``train.batch_size`` and
+``train.num_steps`` (total steps; 0 = ``train.num_epochs`` decides), so any run shrinks the same way.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "dfew"  # dfew | see | dsee: decides which keys the batches carry
+    c.data.dir = ""  # the shards written by `python -m data_prep.build`
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.num_frames = 16  # frames per clip the model sees (SEE: m frames per modality)
+    c.data.image_size = 112
+    c.data.num_workers = 0  # grain worker processes
+    c.data.augment = True
+    c.data.shuffle_buffer = 0  # 0: global shuffle by index (ArrayRecord random access)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = ""
+    c.model.num_classes = 7
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 8
+    c.train.num_steps = 0  # 0: num_epochs decides
+    c.train.num_epochs = 200
+    c.train.eval_every_steps = 0  # 0: once per epoch
+    c.train.log_every_steps = 10
+    c.train.checkpoint_every_steps = 0  # 0: at each evaluation
+    c.train.keep_checkpoints = 2
+    c.train.early_stopping_patience = 20  # evaluations without UAR improvement; 0 disables
+    c.train.ema_decay = 0.999  # 0 disables EMA
+    c.train.grad_accum_steps = 1
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adamw"
+    c.optim.lr = 1e-4
+    c.optim.weight_decay = 0.01
+    c.optim.schedule = "onecycle"  # onecycle | step | cosine | constant
+    c.optim.pct_start = 0.3  # onecycle warm-up fraction (PyTorch OneCycleLR default)
+    c.optim.step_gamma = 0.94  # step: lr *= gamma every epoch (official MCO-E Net code)
+    c.optim.grad_clip = 1.0  # global-norm clipping; 0 disables
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "focal"  # focal | ce
+    c.loss.gamma = 2.0
+    c.loss.class_weights = "inverse_freq"  # inverse_freq | none
+    c.loss.label_smoothing = 0.0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 16
+    c.eval.passes = 1  # >1: mean over stochastic passes (official MCO-E Net protocol)
+    return c

@@ -1,0 +1,1 @@
+"""Offline dataset preparation: synthetic generator and ArrayRecord shard builders."""

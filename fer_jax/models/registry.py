@@ -1,0 +1,77 @@
+"""Model registry: config.model.name -> the NNX model and the inputs it takes.
+
+Every model module exposes two functions that the registry looks up lazily (so importing the registry
+does not import every model):
+
+- ``from_config(config, *, rngs) -> nnx.Module`` building the model described by ``config.model``;
+- ``input_spec(config) -> {input_name: (shape, dtype)}``: the keyword inputs of the model's
+  ``__call__`` for ONE example (no batch axis).
+
+Calling contract shared by all models: ``model(**inputs) -> dict`` with ``"logits"`` ``(batch,
+num_classes)`` float32, optionally ``"aux_loss"`` (a scalar already weighted, added to the task loss by
+the trainer) and ``"stats"`` (a dict of arrays for logging, e.g. expert usage). ``model.train()`` /
+``model.eval()`` switch BatchNorm and dropout.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+# name -> module that defines from_config / input_spec for it
+_MODULES: dict[str, str] = {
+    "mambafer": "fer_jax.models.mambafer",
+    "mco_e_net": "fer_jax.models.mco_e_net",
+    "resnet18_lstm": "fer_jax.models.baselines",
+    "resnet18_gru": "fer_jax.models.baselines",
+    "r3d_18": "fer_jax.models.baselines",
+}
+# Entries added at run time (tests, user extensions): name -> (builder, spec)
+_EXTRA: dict[str, tuple[Callable[..., nnx.Module], Callable[[Any], dict]]] = {}
+
+InputSpec = dict[str, tuple[tuple[int, ...], Any]]
+
+
+def register(
+    name: str, builder: Callable[..., nnx.Module], spec: Callable[[Any], InputSpec]
+) -> None:
+    """Registers a model under ``name`` (``builder(config, *, rngs)``, ``spec(config)``)."""
+    _EXTRA[name] = (builder, spec)
+
+
+def names() -> list[str]:
+    """All registered model names."""
+    return sorted(set(_MODULES) | set(_EXTRA))
+
+
+def _lookup(name: str) -> tuple[Callable[..., nnx.Module], Callable[[Any], InputSpec]]:
+    if name in _EXTRA:
+        return _EXTRA[name]
+    if name not in _MODULES:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(names())}")
+    module = importlib.import_module(_MODULES[name])
+    return module.from_config, module.input_spec
+
+
+def build(config, *, rngs: nnx.Rngs) -> nnx.Module:
+    """Returns the NNX model that ``config.model`` describes."""
+    builder, _ = _lookup(config.model.name)
+    return builder(config, rngs=rngs)
+
+
+def input_spec(config) -> InputSpec:
+    """Maps each keyword input of the model to ``(shape, dtype)`` of one example (no batch axis)."""
+    _, spec = _lookup(config.model.name)
+    return spec(config)
+
+
+def dummy_inputs(config, batch_size: int = 1) -> dict[str, np.ndarray]:
+    """Zero-filled inputs with a leading batch axis, for shape checks, FLOPs counts and warm-up."""
+    return {
+        k: np.zeros((batch_size, *shape), dtype=dtype)
+        for k, (shape, dtype) in input_spec(config).items()
+    }
