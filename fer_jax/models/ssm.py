@@ -1,0 +1,662 @@
+"""Selective state-space scan (Mamba's S6) and the Mamba / bidirectional Mamba blocks built on it.
+
+The scan is the numerical core both papers share. It follows the public ``selective_scan_ref`` of
+``mamba_ssm`` (state-spaces/mamba), written channels-last::
+
+    delta = softplus(delta + delta_bias)          (each step optional)
+    x_t   = exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t      x: (batch, d, n)
+    y_t   = <x_t, C_t> + D * u_t,   then y *= silu(z)
+
+with u, delta, z ``(batch, length, d)``, A ``(d, n)``, B, C ``(batch, length, n)``, D ``(d,)``. The
+arithmetic runs in float32 whatever the input dtype and the result is cast back to ``u.dtype``.
+
+Three ways to evaluate the same recurrence (``method``):
+
+- ``"sequential"``: ``lax.scan`` over time; each step reads O(d + n) inputs and keeps the
+  ``(batch, d, n)`` state in cache, so nothing of size ``(length, d, n)`` exists in the forward pass.
+- ``"associative"``: ``lax.associative_scan`` over (decay, input) pairs; log-depth, but it materialises
+  ``(batch, length, d, n)`` decays and states (what parallel hardware pays for its depth).
+- ``"chunked"``: associative inside chunks of ``chunk_size`` tokens, ``lax.scan`` carrying the state
+  across chunks; peak memory is ``(batch, chunk, d, n)`` and the chunk body is rematerialised in the
+  backward pass so training memory is bounded by the chunk too (plus one state per chunk).
+- ``"auto"``: the fastest of these on the current backend (measured by ``benchmarks/ssm_scan.py``).
+
+Blocks:
+
+- :class:`Mamba`: the block of ``mamba_ssm/modules/mamba_simple.py`` with its defaults and
+  initialisation, a recurrent :meth:`Mamba.step` and a chunk-streaming :meth:`Mamba.stream`.
+- :class:`BiMamba`: Vision-Mamba "v2" bidirectional block (shared in/out projections, own backward
+  conv, x_proj, dt_proj, A, D).
+- :class:`MambaLayer`: pre-norm residual wrapper ``x + mixer(norm(x))``.
+
+A_log and D are :class:`SSMParam` (a subclass of ``nnx.Param``): still trained, but an optimizer mask can
+exclude them from weight decay, as mamba_simple does (``_no_weight_decay``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+
+Method = Literal["auto", "associative", "sequential", "chunked"]
+METHODS: tuple[str, ...] = ("associative", "sequential", "chunked")
+
+# Fastest method per backend, from benchmarks/ssm_scan.py (docs/bench/ssm_scan.md). On CPU the per-step
+# loop wins: it touches O(d + n) memory per token while the associative scans stream (length, d, n)
+# tensors through memory several times. Accelerators favour log-depth work with bounded memory.
+AUTO_METHOD: dict[str, str] = {"cpu": "sequential", "gpu": "chunked", "tpu": "chunked"}
+# lax.scan unroll for the sequential method: amortises the while-loop overhead per token on CPU.
+SEQUENTIAL_UNROLL = 8
+
+
+class SSMParam(nnx.Param):
+    """A trained SSM parameter (A_log, D) that optimizers should not weight-decay.
+
+    Use e.g. ``nnx.All(nnx.Param, nnx.Not(SSMParam))`` as the weight-decay mask filter.
+    """
+
+
+def resolve_method(method: str) -> str:
+    """Maps ``"auto"`` to the concrete method for the default backend; validates the name."""
+    if method == "auto":
+        return AUTO_METHOD.get(jax.default_backend(), "chunked")
+    if method not in METHODS:
+        raise ValueError(f"unknown scan method {method!r}; expected 'auto' or one of {METHODS}")
+    return method
+
+
+# --------------------------------------------------------------------------------------------------
+# The scan
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
+    if u.ndim != 3:
+        raise ValueError(f"u must be (batch, length, d), got shape {u.shape}")
+    b, length, d = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"delta shape {delta.shape} != u shape {u.shape}")
+    if A.ndim != 2 or A.shape[0] != d:
+        raise ValueError(f"A must be (d={d}, n), got shape {A.shape}")
+    n = A.shape[1]
+    for name, arr in (("B", B), ("C", C)):
+        if arr.shape != (b, length, n):
+            raise ValueError(f"{name} must be (batch, length, n) = {(b, length, n)}, got {arr.shape}")
+    if D is not None and D.shape != (d,):
+        raise ValueError(f"D must be (d,) = {(d,)}, got {D.shape}")
+    if delta_bias is not None and delta_bias.shape != (d,):
+        raise ValueError(f"delta_bias must be (d,) = {(d,)}, got {delta_bias.shape}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z shape {z.shape} != u shape {u.shape}")
+    if initial_state is not None and initial_state.shape != (b, d, n):
+        raise ValueError(f"initial_state must be (batch, d, n) = {(b, d, n)}, got {initial_state.shape}")
+
+
+def _scan_sequential(delta, u, A, B, C, x0, reverse: bool):
+    """lax.scan over time. Inputs float32 channels-last; returns y (b, l, d) without D/z, last state."""
+
+    def step(x, inp):
+        d_t, u_t, b_t, c_t = inp  # (b, d), (b, d), (b, n), (b, n)
+        x = jnp.exp(d_t[:, :, None] * A) * x + (d_t * u_t)[:, :, None] * b_t[:, None, :]
+        return x, jnp.einsum("bdn,bn->bd", x, c_t)
+
+    # time-major so each step slices contiguous rows
+    xs = tuple(jnp.swapaxes(t, 0, 1) for t in (delta, u, B, C))
+    unroll = max(1, min(SEQUENTIAL_UNROLL, u.shape[1]))
+    last, ys = lax.scan(step, x0, xs, reverse=reverse, unroll=unroll)
+    return jnp.swapaxes(ys, 0, 1), last
+
+
+def _combine(left, right):
+    # (a1, b1) then (a2, b2): x -> a2 * (a1 * x + b1) + b2
+    a1, b1 = left
+    a2, b2 = right
+    return a1 * a2, a2 * b1 + b2
+
+
+def _scan_associative(delta, u, A, B, C, x0, reverse: bool):
+    """Associative scan over the whole length; materialises (b, l, d, n). Same contract as above."""
+    decay = jnp.exp(delta[..., None] * A)  # (b, l, d, n)
+    inp = (delta * u)[..., None] * B[:, :, None, :]  # (b, l, d, n)
+    # fold the initial state into the first element in scan order: x_first = a * x0 + b
+    first = -1 if reverse else 0
+    inp = inp.at[:, first].add(decay[:, first] * x0)
+    _, states = lax.associative_scan(_combine, (decay, inp), reverse=reverse, axis=1)
+    y = jnp.einsum("bldn,bln->bld", states, C)
+    return y, states[:, 0 if reverse else -1]
+
+
+def _scan_chunked(delta, u, A, B, C, x0, reverse: bool, chunk_size: int):
+    """Associative scan inside chunks, lax.scan across them; memory (b, chunk, d, n)."""
+    b, length, d = u.shape
+    n = A.shape[1]
+    chunk = max(1, min(chunk_size, length))
+    num_chunks = -(-length // chunk)
+    pad = num_chunks * chunk - length
+    if pad:
+        # delta = 0 makes a padded step the identity (decay 1, input 0), so the state passes through
+        # unchanged in either direction; padded outputs are sliced off below.
+        delta, u, B, C = (jnp.pad(t, ((0, 0), (0, pad), (0, 0))) for t in (delta, u, B, C))
+
+    def to_chunks(t):  # (b, L, k) -> (num_chunks, b, chunk, k)
+        return jnp.swapaxes(t.reshape(b, num_chunks, chunk, t.shape[-1]), 0, 1)
+
+    xs = tuple(to_chunks(t) for t in (delta, u, B, C))
+
+    @jax.checkpoint
+    def body(x, inp):
+        d_c, u_c, b_c, c_c = inp
+        y_c, x_last = _scan_associative(d_c, u_c, A, b_c, c_c, x, reverse)
+        return x_last, y_c
+
+    last, ys = lax.scan(body, x0, xs, reverse=reverse)  # ys: (num_chunks, b, chunk, d)
+    y = jnp.swapaxes(ys, 0, 1).reshape(b, num_chunks * chunk, d)[:, :length]
+    del n
+    return y, last
+
+
+def selective_scan_with_state(
+    u: jax.Array,
+    delta: jax.Array,
+    A: jax.Array,
+    B: jax.Array,
+    C: jax.Array,
+    D: jax.Array | None = None,
+    z: jax.Array | None = None,
+    delta_bias: jax.Array | None = None,
+    delta_softplus: bool = False,
+    reverse: bool = False,
+    method: Method = "associative",
+    chunk_size: int = 256,
+    initial_state: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Selective scan that also takes and returns the SSM state (streaming, recurrent steps).
+
+    Args:
+      u, delta: ``(batch, length, d)``.
+      A: ``(d, n)`` (negative real for a decaying system; Mamba uses ``-exp(A_log)``).
+      B, C: ``(batch, length, n)``.
+      D: ``(d,)`` skip connection, optional.
+      z: ``(batch, length, d)`` gate, optional: ``y *= silu(z)``.
+      delta_bias: ``(d,)`` added to delta before the optional softplus.
+      delta_softplus: apply softplus to delta (after the bias).
+      reverse: scan from the last token to the first (the backward branch of a bidirectional block);
+        equals ``flip(scan(flip(inputs)))``.
+      method: "associative" | "sequential" | "chunked" | "auto".
+      chunk_size: tokens per chunk for "chunked" (need not divide the length).
+      initial_state: ``(batch, d, n)`` state before the first token in scan order (zeros if None).
+
+    Returns:
+      ``(y, last_state)``: y ``(batch, length, d)`` in ``u.dtype``; last_state ``(batch, d, n)`` float32,
+      the state after the last token in scan order (token 0 when ``reverse``).
+    """
+    method = resolve_method(method)
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    out_dtype = u.dtype
+    f32 = jnp.float32
+    u, delta, A, B, C = (jnp.asarray(t, f32) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + jnp.asarray(delta_bias, f32)
+    if delta_softplus:
+        delta = jax.nn.softplus(delta)
+    b, _, d = u.shape
+    x0 = jnp.zeros((b, d, A.shape[1]), f32) if initial_state is None else jnp.asarray(initial_state, f32)
+    if method == "sequential":
+        y, last = _scan_sequential(delta, u, A, B, C, x0, reverse)
+    elif method == "associative":
+        y, last = _scan_associative(delta, u, A, B, C, x0, reverse)
+    else:
+        y, last = _scan_chunked(delta, u, A, B, C, x0, reverse, chunk_size)
+    if D is not None:
+        y = y + u * jnp.asarray(D, f32)
+    if z is not None:
+        y = y * jax.nn.silu(jnp.asarray(z, f32))
+    return y.astype(out_dtype), last
+
+
+def selective_scan(
+    u: jax.Array,
+    delta: jax.Array,
+    A: jax.Array,
+    B: jax.Array,
+    C: jax.Array,
+    D: jax.Array | None = None,
+    z: jax.Array | None = None,
+    delta_bias: jax.Array | None = None,
+    delta_softplus: bool = False,
+    reverse: bool = False,
+    method: Method = "associative",
+    chunk_size: int = 256,
+) -> jax.Array:
+    """Channels-last ``selective_scan_ref``: returns y ``(batch, length, d)`` in ``u.dtype``.
+
+    See :func:`selective_scan_with_state` for the arguments.
+    """
+    y, _ = selective_scan_with_state(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, method, chunk_size
+    )
+    return y
+
+
+# --------------------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------------------
+
+# PyTorch's default Linear/Conv init, kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)), which
+# mamba_simple keeps for in_proj, x_proj, out_proj and conv1d (and their biases).
+_torch_uniform = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _uniform(bound: float):
+    """Initializer drawing U(-bound, bound)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _linear(d_in: int, d_out: int, bias: bool, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(
+        d_in,
+        d_out,
+        use_bias=bias,
+        kernel_init=_torch_uniform,
+        bias_init=_uniform(1.0 / math.sqrt(d_in)),
+        rngs=rngs,
+    )
+
+
+class CausalDepthwiseConv1d(nnx.Module):
+    """Depthwise 1-D convolution over time, channels-last, PyTorch ``Conv1d(groups=channels)`` arithmetic.
+
+    ``kernel`` ``(kernel_size, channels)`` holds torch's ``weight[:, 0, :]`` transposed; causal:
+    ``out[t] = sum_j kernel[j] * x[t - (K-1) + j]``. Written as K shifted multiply-adds rather than a
+    grouped ``lax.conv`` because that is faster on CPU for the small K Mamba uses.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, *, use_bias: bool = True, rngs: nnx.Rngs):
+        self.kernel_size = kernel_size
+        bound = 1.0 / math.sqrt(kernel_size)  # torch fan_in = in_channels / groups * K = K
+        key = rngs.params()
+        self.kernel = nnx.Param(jax.random.uniform(key, (kernel_size, channels), jnp.float32, -bound, bound))
+        self.bias = (
+            nnx.Param(jax.random.uniform(rngs.params(), (channels,), jnp.float32, -bound, bound))
+            if use_bias
+            else None
+        )
+
+    def __call__(self, x: jax.Array, prefix: jax.Array | None = None, anti_causal: bool = False) -> jax.Array:
+        """x ``(batch, length, channels)`` -> same shape.
+
+        prefix: ``(batch, K-1, channels)`` inputs that preceded x (streaming); zeros if None.
+        anti_causal: ``out[t] = sum_j kernel[j] * x[t + (K-1) - j]``, i.e. the causal conv applied to the
+          time-reversed sequence and reversed back (Vim's backward branch), computed without flipping.
+        """
+        k = self.kernel_size
+        length = x.shape[1]
+        w = self.kernel.value.astype(x.dtype)
+        if anti_causal:
+            ext = jnp.pad(x, ((0, 0), (0, k - 1), (0, 0)))
+            out = sum(ext[:, k - 1 - j : k - 1 - j + length] * w[j] for j in range(k))
+        else:
+            if prefix is None:
+                ext = jnp.pad(x, ((0, 0), (k - 1, 0), (0, 0)))
+            else:
+                ext = jnp.concatenate([prefix.astype(x.dtype), x], axis=1)
+            out = sum(ext[:, j : j + length] * w[j] for j in range(k))
+        if self.bias is not None:
+            out = out + self.bias.value.astype(x.dtype)
+        return out
+
+
+def _dt_init_bias(key, d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float):
+    # mamba_simple: dt ~ exp(U(log dt_min, log dt_max)) clamped below at dt_init_floor; the bias is its
+    # inverse softplus, so softplus(bias) = dt at initialisation.
+    dt = jnp.exp(
+        jax.random.uniform(key, (d_inner,), jnp.float32) * (math.log(dt_max) - math.log(dt_min))
+        + math.log(dt_min)
+    )
+    dt = jnp.maximum(dt, dt_init_floor)
+    return dt + jnp.log(-jnp.expm1(-dt))
+
+
+def _branch_params(
+    d_inner: int,
+    d_state: int,
+    d_conv: int,
+    dt_rank: int,
+    dt_min: float,
+    dt_max: float,
+    dt_init_floor: float,
+    conv_bias: bool,
+    rngs: nnx.Rngs,
+) -> tuple:
+    """The per-direction parameters of a Mamba block: (conv1d, x_proj, dt_proj, A_log, D)."""
+    conv1d = CausalDepthwiseConv1d(d_inner, d_conv, use_bias=conv_bias, rngs=rngs)
+    x_proj = _linear(d_inner, dt_rank + 2 * d_state, False, rngs)
+    # dt_init="random", dt_scale=1: weight U(+-dt_rank^-0.5); bias = inverse softplus of the initial dt
+    dt_proj = nnx.Linear(dt_rank, d_inner, kernel_init=_uniform(dt_rank**-0.5), rngs=rngs)
+    dt_proj.bias.value = _dt_init_bias(rngs.params(), d_inner, dt_min, dt_max, dt_init_floor)
+    # S4D-real: A = -(1..N) for every channel
+    a = np.tile(np.arange(1, d_state + 1, dtype=np.float32), (d_inner, 1))
+    A_log = SSMParam(jnp.asarray(np.log(a)))
+    D = SSMParam(jnp.ones((d_inner,), jnp.float32))
+    return conv1d, x_proj, dt_proj, A_log, D
+
+
+def _dt_bc(x_proj: nnx.Linear, dt_proj: nnx.Linear, xc: jax.Array, dt_rank: int, d_state: int):
+    x_dbl = x_proj(xc)
+    dt, B, C = jnp.split(x_dbl, [dt_rank, dt_rank + d_state], axis=-1)
+    # dt_proj without its bias: the bias goes to the scan as delta_bias (float32), as mamba_simple does
+    dt = dt @ dt_proj.kernel.value.astype(dt.dtype)
+    return dt, B, C
+
+
+def _branch_scan(
+    A_log: nnx.Variable,
+    D: nnx.Variable,
+    dt_proj: nnx.Linear,
+    xc,
+    dt,
+    B,
+    C,
+    z,
+    *,
+    reverse: bool,
+    method: str,
+    chunk_size: int,
+    initial_state=None,
+):
+    return selective_scan_with_state(
+        xc,
+        dt,
+        -jnp.exp(A_log.value.astype(jnp.float32)),
+        B,
+        C,
+        D=D.value,
+        z=z,
+        delta_bias=dt_proj.bias.value,
+        delta_softplus=True,
+        reverse=reverse,
+        method=method,
+        chunk_size=chunk_size,
+        initial_state=initial_state,
+    )
+
+
+def _resolve_dt_rank(dt_rank, d_model: int) -> int:
+    if dt_rank == "auto":
+        return math.ceil(d_model / 16)
+    if not isinstance(dt_rank, int) or dt_rank < 1:
+        raise ValueError(f"dt_rank must be 'auto' or a positive int, got {dt_rank!r}")
+    return dt_rank
+
+
+class Mamba(nnx.Module):
+    """The Mamba block of mamba_simple: ``x (batch, length, d_model) -> (batch, length, d_model)``.
+
+    in_proj -> (x, z) -> causal depthwise conv1d -> SiLU -> x_proj -> (dt, B, C) -> dt_proj ->
+    selective scan (softplus(dt + bias), A = -exp(A_log), D, gate SiLU(z)) -> out_proj.
+
+    Submodules carry mamba_simple's names (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``,
+    ``D``, ``out_proj``) so a state-dict converter can map them: torch Linear weights are transposed
+    into ``kernel``; ``conv1d.weight (d_inner, 1, K)`` becomes ``conv1d.kernel (K, d_inner)``.
+
+    The pieces are exposed for blocks that intervene between "compute B, C" and "scan" (MCO-Mamba):
+    ``x, z = block.split_in(h)``; ``xc = block.conv(x)``; ``dt, B, C = block.dt_bc(xc)``;
+    ``y = block.scan(xc, dt, B, C, z)``; ``out = block.out_proj(y)``. Shapes: x, z, xc, dt, y
+    ``(batch, length, d_inner)``; B, C ``(batch, length, d_state)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        scan_method: Method = "auto",
+        chunk_size: int = 256,
+        rngs: nnx.Rngs,
+    ):
+        resolve_method(scan_method)  # fail early on a bad name
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = _resolve_dt_rank(dt_rank, d_model)
+        self.scan_method = scan_method
+        self.chunk_size = chunk_size
+        self.in_proj = _linear(d_model, 2 * self.d_inner, bias, rngs)
+        args = (self.d_inner, d_state, d_conv, self.dt_rank, dt_min, dt_max, dt_init_floor, conv_bias)
+        self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D = _branch_params(*args, rngs)
+        self.out_proj = _linear(self.d_inner, d_model, bias, rngs)
+
+    # -- pieces -------------------------------------------------------------------------------------
+    def split_in(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(batch, length, d_model)`` -> (x, z), each ``(batch, length, d_inner)``."""
+        xz = self.in_proj(x)
+        return xz[..., : self.d_inner], xz[..., self.d_inner :]
+
+    def conv(self, x: jax.Array, prefix: jax.Array | None = None) -> jax.Array:
+        """Causal depthwise conv + SiLU; prefix ``(batch, d_conv-1, d_inner)`` for streaming."""
+        return jax.nn.silu(self.conv1d(x, prefix=prefix))
+
+    def dt_bc(self, xc: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """x_proj split + dt_proj (without bias; the scan adds it): dt ``(b, l, d_inner)``, B, C ``(b, l, N)``."""
+        return _dt_bc(self.x_proj, self.dt_proj, xc, self.dt_rank, self.d_state)
+
+    def A(self) -> jax.Array:
+        """``(d_inner, d_state)`` float32: ``-exp(A_log)``."""
+        return -jnp.exp(self.A_log.value.astype(jnp.float32))
+
+    def scan(
+        self,
+        xc: jax.Array,
+        dt: jax.Array,
+        B: jax.Array,
+        C: jax.Array,
+        z: jax.Array | None,
+        *,
+        reverse: bool = False,
+        initial_state: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Gated scan output ``y (batch, length, d_inner)`` (before out_proj) and the last SSM state."""
+        return _branch_scan(
+            self.A_log,
+            self.D,
+            self.dt_proj,
+            xc,
+            dt,
+            B,
+            C,
+            z,
+            reverse=reverse,
+            method=self.scan_method,
+            chunk_size=self.chunk_size,
+            initial_state=initial_state,
+        )
+
+    # -- full sequence ------------------------------------------------------------------------------
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``(batch, length, d_model)`` -> ``(batch, length, d_model)``."""
+        xi, z = self.split_in(x)
+        xc = self.conv(xi)
+        dt, B, C = self.dt_bc(xc)
+        y, _ = self.scan(xc, dt, B, C, z)
+        return self.out_proj(y)
+
+    # -- streaming ----------------------------------------------------------------------------------
+    def init_state(self, batch_size: int) -> tuple[jax.Array, jax.Array]:
+        """Zero state: conv_state ``(batch, d_conv-1, d_inner)`` (the last inputs to conv1d, oldest
+        first) and ssm_state ``(batch, d_inner, d_state)`` float32."""
+        return (
+            jnp.zeros((batch_size, self.d_conv - 1, self.d_inner), jnp.float32),
+            jnp.zeros((batch_size, self.d_inner, self.d_state), jnp.float32),
+        )
+
+    def stream(
+        self, x: jax.Array, state: tuple[jax.Array, jax.Array]
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """Processes the next chunk ``x (batch, length, d_model)`` after ``state``; returns (y, new state).
+
+        Feeding a sequence in pieces gives the same output as one ``__call__`` over all of it.
+        """
+        conv_state, ssm_state = state
+        xi, z = self.split_in(x)
+        xc = self.conv(xi, prefix=conv_state)
+        k = self.d_conv - 1
+        ext = jnp.concatenate([conv_state.astype(xi.dtype), xi], axis=1)
+        new_conv = ext[:, ext.shape[1] - k :].astype(conv_state.dtype)
+        dt, B, C = self.dt_bc(xc)
+        y, new_ssm = self.scan(xc, dt, B, C, z, initial_state=ssm_state)
+        return self.out_proj(y), (new_conv, new_ssm)
+
+    def step(
+        self, x_t: jax.Array, state: tuple[jax.Array, jax.Array]
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """One token: ``x_t (batch, d_model)`` -> ``(y_t (batch, d_model), new state)``."""
+        y, state = self.stream(x_t[:, None], state)
+        return y[:, 0], state
+
+
+class BiMamba(nnx.Module):
+    """Bidirectional Mamba, Vision-Mamba "v2" style: ``(batch, length, d_model)`` -> same shape.
+
+    Shared ``in_proj``/``out_proj``; forward branch ``conv1d, x_proj, dt_proj, A_log, D`` and backward
+    branch ``conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b`` (Vim's names). Vim runs the backward branch
+    on the flipped sequence and flips its output back; here the same result comes without flips: its
+    conv runs anti-causally (``CausalDepthwiseConv1d(anti_causal=True)``, exactly flip-conv-flip) and
+    its scan runs with ``reverse=True``. Output ``out_proj((y_f + y_b) / 2)`` (``combine="mean"``) or
+    ``out_proj(y_f + y_b)`` (``"sum"``, Vim's ``if_divide_out=False``).
+
+    Pieces for cross-modal variants: ``split_in``, ``conv(x, backward)``, ``dt_bc(xc, backward)``,
+    ``scan(xc, dt, B, C, z, backward)``, ``combine_out(y_f, y_b)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        combine: Literal["mean", "sum"] = "mean",
+        scan_method: Method = "auto",
+        chunk_size: int = 256,
+        rngs: nnx.Rngs,
+    ):
+        resolve_method(scan_method)
+        if combine not in ("mean", "sum"):
+            raise ValueError(f"combine must be 'mean' or 'sum', got {combine!r}")
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = _resolve_dt_rank(dt_rank, d_model)
+        self.combine = combine
+        self.scan_method = scan_method
+        self.chunk_size = chunk_size
+        args = (self.d_inner, d_state, d_conv, self.dt_rank, dt_min, dt_max, dt_init_floor, conv_bias)
+        self.in_proj = _linear(d_model, 2 * self.d_inner, bias, rngs)
+        self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D = _branch_params(*args, rngs)
+        self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b = _branch_params(*args, rngs)
+        self.out_proj = _linear(self.d_inner, d_model, bias, rngs)
+
+    def split_in(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(batch, length, d_model)`` -> (x, z), each ``(batch, length, d_inner)``."""
+        xz = self.in_proj(x)
+        return xz[..., : self.d_inner], xz[..., self.d_inner :]
+
+    def conv(self, x: jax.Array, backward: bool = False) -> jax.Array:
+        """Causal (forward) or anti-causal (backward) depthwise conv + SiLU."""
+        conv = self.conv1d_b if backward else self.conv1d
+        return jax.nn.silu(conv(x, anti_causal=backward))
+
+    def dt_bc(self, xc: jax.Array, backward: bool = False):
+        """(dt, B, C) of one branch; see :meth:`Mamba.dt_bc`."""
+        if backward:
+            return _dt_bc(self.x_proj_b, self.dt_proj_b, xc, self.dt_rank, self.d_state)
+        return _dt_bc(self.x_proj, self.dt_proj, xc, self.dt_rank, self.d_state)
+
+    def scan(self, xc, dt, B, C, z, backward: bool = False) -> jax.Array:
+        """Gated scan output of one branch ``(batch, length, d_inner)``, in original token order."""
+        params = (self.A_b_log, self.D_b, self.dt_proj_b) if backward else (self.A_log, self.D, self.dt_proj)
+        y, _ = _branch_scan(
+            *params,
+            xc,
+            dt,
+            B,
+            C,
+            z,
+            reverse=backward,
+            method=self.scan_method,
+            chunk_size=self.chunk_size,
+        )
+        return y
+
+    def combine_out(self, y_f: jax.Array, y_b: jax.Array) -> jax.Array:
+        """``out_proj`` of the combined branch outputs -> ``(batch, length, d_model)``."""
+        y = y_f + y_b
+        if self.combine == "mean":
+            y = y / 2
+        return self.out_proj(y)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xi, z = self.split_in(x)
+        ys = []
+        for backward in (False, True):
+            xc = self.conv(xi, backward)
+            dt, B, C = self.dt_bc(xc, backward)
+            ys.append(self.scan(xc, dt, B, C, z, backward))
+        return self.combine_out(*ys)
+
+
+class MambaLayer(nnx.Module):
+    """Pre-norm residual layer ``x + mixer(norm(x))`` with a :class:`Mamba` or :class:`BiMamba` mixer.
+
+    ``norm``: "layer" (LayerNorm, eps 1e-5 as torch) or "rms" (RMSNorm, eps 1e-5 as mamba_ssm's
+    Block). Extra keyword arguments go to the mixer. ``(batch, length, d_model)`` -> same shape.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        bidirectional: bool = False,
+        norm: Literal["layer", "rms"] = "layer",
+        rngs: nnx.Rngs,
+        **mixer_kwargs,
+    ):
+        if norm == "layer":
+            self.norm = nnx.LayerNorm(d_model, epsilon=1e-5, rngs=rngs)
+        elif norm == "rms":
+            self.norm = nnx.RMSNorm(d_model, epsilon=1e-5, rngs=rngs)
+        else:
+            raise ValueError(f"norm must be 'layer' or 'rms', got {norm!r}")
+        mixer_cls = BiMamba if bidirectional else Mamba
+        self.mixer = mixer_cls(d_model, rngs=rngs, **mixer_kwargs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x + self.mixer(self.norm(x))
