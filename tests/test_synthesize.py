@@ -1,0 +1,150 @@
+"""Synthetic datasets: the real DFEW / SEE layouts, determinism, landmarks that match the drawing,
+expression dynamics, and the CLI's error handling."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep import synthesize as S
+from data_prep.synth import dfew as D
+from data_prep.synth import expressions as X
+
+DFEW_CLIPS = 8
+
+
+@pytest.fixture(scope="module")
+def dfew_dir(tmp_path_factory) -> Path:
+    return S.synthesize("dfew", tmp_path_factory.mktemp("dfew"), clips=DFEW_CLIPS, seed=3)
+
+
+def _read_csv(p: Path) -> list[list[str]]:
+    with open(p, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_dfew_layout(dfew_dir):
+    clip_root = dfew_dir / "Clip" / "clip_224x224"
+    ids = sorted(p.name for p in clip_root.iterdir())
+    assert ids == [f"{i:05d}" for i in range(1, DFEW_CLIPS + 1)]
+    for cid in ids:
+        files = sorted((clip_root / cid).iterdir(), key=lambda p: int(p.stem))
+        n = len(files)
+        assert 8 <= n <= 120
+        assert [p.name for p in files] == [f"{k}.jpg" for k in range(1, n + 1)]  # from 1, not padded
+        img = cv2.imread(str(files[0]))
+        assert img.shape == (256, 256, 3)
+        lm = np.load(dfew_dir / "landmarks" / f"{cid}.npy")
+        assert lm.dtype == np.float32 and lm.shape == (n, 68, 2)
+        assert np.all((lm > 0) & (lm < 256))
+    seen_test = []
+    for k in range(1, 6):
+        test = _read_csv(dfew_dir / "EmoLabel_DataSplit" / "test(single-labeled)" / f"set_{k}.csv")
+        train = _read_csv(dfew_dir / "EmoLabel_DataSplit" / "train(single-labeled)" / f"set_{k}.csv")
+        assert test[0] == ["video_name", "label"] and train[0] == ["video_name", "label"]
+        rows = test[1:] + train[1:]
+        assert sorted(r[0] for r in rows) == ids  # train and test of a fold partition the clips
+        assert all(re.fullmatch(r"\d{5}", r[0]) and 1 <= int(r[1]) <= 7 for r in rows)
+        seen_test += [r[0] for r in test[1:]]
+    assert sorted(seen_test) == ids  # each clip is in exactly one fold's test split
+    # 1-based labels: with 8 clips every class appears, so label 7 must be used and 0 never
+    labels = {int(r[1]) for r in rows}
+    assert labels == set(range(1, 8))
+
+
+def test_class_counts_follow_dfew_with_disgust_rare_but_in_every_fold():
+    counts = D.class_counts(600)
+    assert counts.sum() == 600
+    assert counts.argmin() == X.EXPRESSIONS.index("Disgust")
+    assert counts.argmax() == X.EXPRESSIONS.index("Neutral")
+    plan = D.plan_clips(600, seed=0)
+    for k in range(5):
+        test_labels = {it["label"] for it in plan if it["fold"] == k}
+        assert test_labels == set(range(7)), k
+    lengths = np.array([it["num_frames"] for it in plan])
+    assert lengths.min() >= 8 and lengths.max() <= 120 and (lengths < 16).any()
+    with pytest.raises(ValueError):
+        D.class_counts(6)
+
+
+def test_dfew_render_is_deterministic():
+    a = D.render_clip(4, 8, np.random.default_rng([5, 1]))
+    b = D.render_clip(4, 8, np.random.default_rng([5, 1]))
+    c = D.render_clip(4, 8, np.random.default_rng([5, 2]))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    assert D.plan_clips(50, 1) == D.plan_clips(50, 1) != D.plan_clips(50, 2)
+
+
+def _mouth_corner_lift(lm: np.ndarray) -> np.ndarray:
+    """Per frame: how far the corners (48, 54) sit above the lip centre (51, 57), over the eye distance."""
+    corners = lm[:, [48, 54], 1].mean(1)
+    centre = lm[:, [51, 57], 1].mean(1)
+    eyes = np.linalg.norm(lm[:, 36] - lm[:, 45], axis=-1)
+    return (centre - corners) / eyes
+
+
+def test_happy_landmarks_raise_mouth_corners_and_sad_lowers_them():
+    _, happy = D.render_clip(X.EXPRESSIONS.index("Happy"), 24, np.random.default_rng([7, 0]))
+    _, sad = D.render_clip(X.EXPRESSIONS.index("Sad"), 24, np.random.default_rng([7, 1]))
+    h, s = _mouth_corner_lift(happy), _mouth_corner_lift(sad)
+    assert h.max() - h[0] > 0.1
+    assert s.min() - s[0] < -0.05
+
+
+def test_surprise_landmarks_raise_brows_and_open_mouth_and_match_pixels():
+    frames, lm = D.render_clip(X.EXPRESSIONS.index("Surprise"), 20, np.random.default_rng([8, 0]))
+    eyes = np.linalg.norm(lm[:, 36] - lm[:, 45], axis=-1)
+    brow_gap = (lm[:, [38, 43], 1].mean(1) - lm[:, [19, 24], 1].mean(1)) / eyes
+    mouth_open = (lm[:, 66, 1] - lm[:, 62, 1]) / eyes
+    assert brow_gap[-1] > brow_gap[0] + 0.05
+    assert mouth_open[-1] > mouth_open[0] + 0.2
+    # the drawing sits where the landmarks say: the open mouth (between 62 and 66) is much darker than
+    # the cheek, and the brow line is darker than the skin between brow and upper lid
+    f = frames[-1].astype(np.float32).mean(-1)
+
+    def px(p):
+        return f[int(round(p[1])), int(round(p[0]))]
+
+    last = lm[-1]
+    cheek = px(last[[31, 41]].mean(0))
+    assert px((last[62] + last[66]) / 2) < cheek - 40
+    for brow, lid in ((19, 37), (24, 44)):
+        assert px(last[brow]) < px((last[brow] + last[lid]) / 2) - 15
+
+
+def test_fear_builds_up_slowly_while_surprise_jumps():
+    T = 40
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        s = X.sample_tracks("Surprise", T, rng)["AU5"]
+        f = X.sample_tracks("Fear", T, rng)["AU5"]
+        # largest single-frame rise as a fraction of the apex: Surprise jumps, Fear ramps
+        assert np.diff(s).max() / s.max() > 0.3
+        assert np.diff(f).max() / f.max() < 0.15
+        late = X.sample_tracks("Fear", T, rng)
+        half = T // 2
+        assert late["AU20"][: half // 2].max() == 0 and late["AU20"][-1] > 0
+
+
+def test_cli_help_and_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        S.main(["--help"])
+    assert e.value.code == 0
+    assert "--kind" in capsys.readouterr().out
+    assert S.main(["--kind", "dfew", "--out", str(tmp_path / "x"), "--clips", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f").write_text("x")
+    assert S.main(["--kind", "dfew", "--out", str(tmp_path / "full")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        S.main(["--kind", "nope", "--out", str(tmp_path / "y")])
+    assert e.value.code == 2
