@@ -1,0 +1,138 @@
+"""Optimizer and learning-rate schedules from ``config.optim`` / ``config.train``.
+
+AdamW with a weight-decay mask (no decay on normalisation parameters, biases and the SSM's ``A_log`` /
+``D``, as in the public Mamba code), global-norm clipping, and gradient accumulation through
+``optax.MultiSteps``. Schedules are functions of the *optimizer* step (one per applied update):
+
+- ``onecycle``: PyTorch ``OneCycleLR`` (cosine annealing, two phases, ``div_factor=25``,
+  ``final_div_factor=1e4``), step-exact with PyTorch's formula (``optax.cosine_onecycle_schedule`` puts
+  the peak one step later);
+- ``step``: ``StepLR(step_size=1 epoch, gamma)``, the official MCO-E Net code;
+- ``cosine``: cosine decay to 0 over the run; ``constant``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+# leaf names that never get weight decay: norms' scale/bias, every bias, the SSM's A_log and D
+NO_DECAY_NAMES = frozenset({"bias", "scale", "A_log", "D", "a_log"})
+
+
+def onecycle_schedule(
+    total_steps: int,
+    max_lr: float,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> optax.Schedule:
+    """PyTorch ``OneCycleLR(anneal_strategy='cos', three_phase=False)`` as an optax schedule.
+
+    lr rises from ``max_lr / div_factor`` at step 0 to ``max_lr`` at step ``pct_start * total - 1`` and
+    falls to ``max_lr / div_factor / final_div_factor`` at step ``total - 1``.
+    """
+    if total_steps < 1:
+        raise ValueError(f"onecycle needs total_steps >= 1, got {total_steps}")
+    initial = max_lr / div_factor
+    final = initial / final_div_factor
+    peak_step = float(pct_start * total_steps) - 1.0
+    end_step = float(total_steps - 1)
+
+    def cos_anneal(start, end, pct):
+        return end + (start - end) / 2.0 * (jnp.cos(math.pi * pct) + 1.0)
+
+    def schedule(count):
+        step = jnp.asarray(count, jnp.float32)
+        pct_up = jnp.clip(step / jnp.maximum(peak_step, 1e-9), 0.0, 1.0)
+        pct_down = jnp.clip((step - peak_step) / jnp.maximum(end_step - peak_step, 1e-9), 0.0, 1.0)
+        return jnp.where(
+            step <= peak_step, cos_anneal(initial, max_lr, pct_up), cos_anneal(max_lr, final, pct_down)
+        )
+
+    return schedule
+
+
+def make_schedule(config, *, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+    """The learning-rate schedule of ``config.optim`` over ``total_steps`` optimizer updates."""
+    o = config.optim
+    name = o.schedule
+    if name == "onecycle":
+        return onecycle_schedule(total_steps, o.lr, pct_start=o.pct_start)
+    if name == "step":
+        epoch_len = max(int(steps_per_epoch), 1)
+        gamma = float(o.step_gamma)
+        return lambda count: o.lr * gamma ** (jnp.asarray(count) // epoch_len).astype(jnp.float32)
+    if name == "cosine":
+        return optax.cosine_decay_schedule(o.lr, max(total_steps, 1))
+    if name == "constant":
+        return optax.constant_schedule(o.lr)
+    raise ValueError(f"unknown optim.schedule {name!r}; known: onecycle, step, cosine, constant")
+
+
+def _path_names(path) -> list[str]:
+    names = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                names.append(str(getattr(k, attr)))
+                break
+    return names
+
+
+def _is_ssm_param(var) -> bool:
+    try:
+        from fer_jax.models.ssm import SSMParam
+    except ImportError:  # the SSM module is optional for models without one
+        return False
+    return isinstance(var, SSMParam)
+
+
+def decay_mask(params: Any) -> Any:
+    """Pytree of bools shaped like ``params`` (an ``nnx.State`` of Params): True where decay applies.
+
+    No decay on 0-/1-d parameters (biases, norm scales), on leaves named ``bias``/``scale``/``A_log``/
+    ``D``, on anything under a module whose name contains ``norm``, and on Param subclasses that set
+    ``no_weight_decay = True`` (the SSM's parameter class may do so).
+    """
+
+    def decide(path, var):
+        value = var.get_value() if isinstance(var, nnx.Variable) else var
+        names = _path_names(path)
+        if getattr(type(var), "no_weight_decay", False) or _is_ssm_param(var):
+            return False
+        if jnp.ndim(value) < 2:
+            return False
+        if names and names[-1] in NO_DECAY_NAMES:
+            return False
+        return not any("norm" in n.lower() for n in names[:-1])
+
+    return jax.tree.map_with_path(decide, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def make_optimizer(config, params: Any, *, total_steps: int, steps_per_epoch: int):
+    """Returns ``(tx, schedule)``: the optax transformation for ``params`` and its lr schedule.
+
+    ``total_steps`` and ``steps_per_epoch`` count optimizer updates (after accumulation).
+    """
+    o = config.optim
+    schedule = make_schedule(config, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    if o.name == "adamw":
+        opt = optax.adamw(schedule, weight_decay=o.weight_decay, mask=decay_mask(params))
+    elif o.name == "adam":
+        opt = optax.adam(schedule)
+    elif o.name == "sgd":
+        opt = optax.sgd(schedule, momentum=o.get("momentum", 0.9))
+    else:
+        raise ValueError(f"unknown optim.name {o.name!r}; known: adamw, adam, sgd")
+    chain = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip and o.grad_clip > 0 else []
+    tx = optax.chain(*chain, opt)
+    accum = int(config.train.grad_accum_steps)
+    if accum > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=accum)
+    return tx, schedule

@@ -1,0 +1,119 @@
+"""Schedules, weight-decay mask, clipping and accumulation of fer_jax.training.optim / ema."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from configs.common import base_config
+from fer_jax.training import ema, optim
+
+
+def _torch_onecycle(step, total, max_lr, pct_start=0.3, div=25.0, final_div=1e4):
+    """PyTorch OneCycleLR (cos, two phases) re-derived from its documented formula."""
+    initial = max_lr / div
+    minimum = initial / final_div
+    phases = [(float(pct_start * total) - 1, initial, max_lr), (float(total - 1), max_lr, minimum)]
+    start = 0.0
+    for end, lo, hi in phases:
+        if step <= end or end == phases[-1][0]:
+            pct = (step - start) / (end - start)
+            return hi + (lo - hi) / 2.0 * (math.cos(math.pi * pct) + 1)
+        start = end
+    raise AssertionError
+
+
+def test_onecycle_matches_pytorch_formula():
+    total, lr = 100, 3e-4
+    sched = optim.onecycle_schedule(total, lr)
+    got = np.array([float(sched(s)) for s in range(total)])
+    want = np.array([_torch_onecycle(s, total, lr) for s in range(total)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * lr)  # float32 cancellation near 0
+    assert got[0] == pytest.approx(lr / 25)
+    assert got.max() == pytest.approx(lr) and int(got.argmax()) == 29
+    assert got[-1] == pytest.approx(lr / 25 / 1e4, rel=1e-3)
+
+
+def test_step_schedule_decays_per_epoch():
+    c = base_config()
+    c.optim.schedule, c.optim.lr, c.optim.step_gamma = "step", 1.0, 0.5
+    sched = optim.make_schedule(c, total_steps=30, steps_per_epoch=10)
+    assert [float(sched(s)) for s in (0, 9, 10, 19, 20)] == pytest.approx([1, 1, 0.5, 0.5, 0.25])
+
+
+def test_unknown_schedule_raises():
+    c = base_config()
+    c.optim.schedule = "linear"
+    with pytest.raises(ValueError, match="unknown optim.schedule"):
+        optim.make_schedule(c, total_steps=10, steps_per_epoch=5)
+
+
+class _Net(nnx.Module):
+    def __init__(self, rngs):
+        from fer_jax.models.ssm import SSMParam
+
+        self.dense = nnx.Linear(3, 4, rngs=rngs)
+        self.layer_norm = nnx.LayerNorm(4, rngs=rngs)
+        self.A_log = SSMParam(jnp.ones((4, 2)))
+        self.mix = nnx.Param(jnp.ones((2, 2)))
+
+
+def test_weight_decay_only_on_matrices_not_norms_biases_or_ssm():
+    """Zero gradients: AdamW moves exactly the decayed parameters, by lr * wd * value."""
+    c = base_config()
+    c.optim.schedule, c.optim.lr, c.optim.weight_decay, c.optim.grad_clip = "constant", 0.1, 0.5, 0.0
+    params = nnx.state(_Net(nnx.Rngs(0)), nnx.Param)
+    tx, _ = optim.make_optimizer(c, params, total_steps=10, steps_per_epoch=5)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    upd = nnx.to_pure_dict(updates)
+    p = nnx.to_pure_dict(params)
+    np.testing.assert_allclose(upd["dense"]["kernel"], -0.1 * 0.5 * p["dense"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(upd["mix"], -0.05 * np.ones((2, 2)), rtol=1e-6)
+    for leaf in (upd["dense"]["bias"], upd["layer_norm"]["scale"], upd["layer_norm"]["bias"], upd["A_log"]):
+        np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_clipping_bounds_the_update_norm():
+    c = base_config()
+    c.optim.name, c.optim.schedule, c.optim.lr, c.optim.grad_clip = "sgd", "constant", 1.0, 0.5
+    c.optim.momentum = 0.0
+    params = {"w": jnp.zeros(4)}
+    tx, _ = optim.make_optimizer(c, params, total_steps=1, steps_per_epoch=1)
+    updates, _ = tx.update({"w": jnp.full(4, 10.0)}, tx.init(params), params)
+    assert float(optax.tree.norm(updates)) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_accumulation_equals_one_large_batch():
+    """Two accumulated half-batch steps of a linear least-squares model == one full-batch step."""
+    c = base_config()
+    c.optim.name, c.optim.schedule, c.optim.lr, c.optim.grad_clip = "sgd", "constant", 0.1, 0.0
+    c.optim.momentum = 0.0
+    x = jax.random.normal(jax.random.key(0), (8, 3))
+    y = jax.random.normal(jax.random.key(1), (8,))
+    loss = lambda p, xb, yb: jnp.mean((xb @ p["w"] - yb) ** 2)
+    p0 = {"w": jnp.ones(3)}
+
+    tx1, _ = optim.make_optimizer(c, p0, total_steps=1, steps_per_epoch=1)
+    u, _ = tx1.update(jax.grad(loss)(p0, x, y), tx1.init(p0), p0)
+    want = optax.apply_updates(p0, u)
+
+    c.train.grad_accum_steps = 2
+    tx2, _ = optim.make_optimizer(c, p0, total_steps=1, steps_per_epoch=1)
+    s, p = tx2.init(p0), p0
+    for half in (slice(0, 4), slice(4, 8)):
+        u, s = tx2.update(jax.grad(loss)(p, x[half], y[half]), s, p)
+        p = optax.apply_updates(p, u)
+    chex.assert_trees_all_close(p, want, rtol=1e-6)
+
+
+def test_ema_warmup_and_update():
+    assert float(ema.ema_decay_at(0.999, 0)) == pytest.approx(0.1)
+    assert float(ema.ema_decay_at(0.999, 10**6)) == pytest.approx(0.999)
+    out = ema.ema_update({"a": jnp.array([1.0])}, {"a": jnp.array([3.0])}, 0.75)
+    assert float(out["a"][0]) == pytest.approx(1.5)
