@@ -9,3 +9,71 @@ from absl import flags  # noqa: E402
 # grain worker processes read absl flags; mark them parsed before any pipeline starts
 if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tiny synthetic datasets and their shards (session-scoped: built once, shared by every test file).
+# dfew_shards: 14 clips (fold 1: 11 train / 3 test), T = 8 frames of 64x64, landmarks from the files.
+# see_shards: 35 sequences (28 train / 7 test), K = 8 stored frames of 64x64, JPEG event frames.
+# Test configs use data.image_size = 64 (the pipeline checks it against the manifest).
+# ---------------------------------------------------------------------------------------------------------
+import pytest  # noqa: E402
+
+TINY_MAX_FRAMES = 12  # clips and sequences are cut to this length: the build cost scales with it
+
+
+@pytest.fixture(scope="session")
+def dfew_raw(tmp_path_factory):
+    """A tiny synthetic DFEW folder in the real layout (Clip/clip_224x224, EmoLabel_DataSplit, landmarks)."""
+    from data_prep.synth import dfew
+
+    out = tmp_path_factory.mktemp("dfew_raw")
+    plan = dfew.plan_clips(14, seed=0)
+    for it in plan:
+        it["num_frames"] = min(it["num_frames"], TINY_MAX_FRAMES)
+        dfew.write_clip(out, it)
+    dfew.write_splits(out, plan)
+    dfew.write_meta(out, plan, {"kind": "dfew", "clips": len(plan), "seed": 0, "tiny": True})
+    return out
+
+
+@pytest.fixture(scope="session")
+def dfew_shards(dfew_raw, tmp_path_factory):
+    """``dfew_raw`` built by ``data_prep.build`` (fold 1, T=8, S=64, landmark files): a ``data.dir``."""
+    from data_prep import build
+
+    out = tmp_path_factory.mktemp("dfew_shards") / "shards"
+    rc = build.main(
+        ["--dataset", "dfew", "--root", str(dfew_raw), "--out", str(out), "--frames", "8", "--size", "64",
+         "--workers", "1", "--landmarks", "file:landmarks", "--quiet"]
+    )  # fmt: skip
+    assert rc == 0, "building the dfew fixture failed"
+    return out
+
+
+@pytest.fixture(scope="session")
+def see_raw(tmp_path_factory):
+    """A tiny synthetic SEE folder (frame/, event/, raw_events/, emotion.json)."""
+    from data_prep.synth import see
+
+    out = tmp_path_factory.mktemp("see_raw")
+    plan = see.plan_sequences(35, seed=0)
+    for it in plan:
+        it["num_frames"] = min(it["num_frames"], TINY_MAX_FRAMES)
+    counts = [see.write_sequence(out, it) for it in plan]
+    see.write_index(out, plan, {"kind": "see", "clips": len(plan), "seed": 0, "tiny": True}, counts)
+    return out
+
+
+@pytest.fixture(scope="session")
+def see_shards(see_raw, tmp_path_factory):
+    """``see_raw`` built by ``data_prep.build`` (K=8 stored frames, S=64, JPEG event frames)."""
+    from data_prep import build
+
+    out = tmp_path_factory.mktemp("see_shards") / "shards"
+    rc = build.main(
+        ["--dataset", "see", "--root", str(see_raw), "--out", str(out), "--frames", "8", "--size", "64",
+         "--workers", "1", "--quiet"]
+    )  # fmt: skip
+    assert rc == 0, "building the see fixture failed"
+    return out

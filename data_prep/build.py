@@ -1,0 +1,370 @@
+"""Builds ArrayRecord shards (TFDS layout) + manifest.json from a raw DFEW, SEE or DSEE folder.
+
+  python -m data_prep.build --dataset dfew --root RAW --out DIR [--fold 1] [--frames 16] [--size 112]
+  python -m data_prep.build --dataset see  --root RAW --out DIR [--frames 16] [--size 100]
+
+The result reads without this code: ``tfds.builder_from_directory(DIR).as_data_source("train")``, or
+``fer_jax.data.pipeline`` with ``config.data.dir=DIR``.
+
+Builds are atomic: the work happens in a hidden sibling folder ``.<out>.partial-<pid>`` that is renamed
+to ``--out`` only when complete (with a ``_BUILD_COMPLETE`` marker). A re-run with the same settings
+skips a finished build; an interrupted one leaves no ``--out`` and its leftovers are removed by the next
+run. Bad inputs are skipped (or repaired) with a reason recorded in the manifest.
+
+Exit status: 0 built (or already built); 1 nothing built, more than --max-skip of the items skipped, or
+an unreadable layout; 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fer_jax.data.manifest import COMPLETE_MARKER, MANIFEST_FILE, class_weights, load_manifest, write_manifest
+from fer_jax.data.schema import LIGHTING_NAMES, features
+from fer_jax.preprocess.video import checksum_files
+
+DEFAULTS = {
+    "dfew": {"frames": 16, "size": 112},
+    "see": {"frames": 16, "size": 100},
+    "dsee": {"frames": 16, "size": 100},
+}
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit status 2)."""
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m data_prep.build",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dataset", required=True, choices=("dfew", "see", "dsee"))
+    p.add_argument("--root", "--raw", dest="root", required=True, help="the raw dataset folder")
+    p.add_argument("--out", required=True, help="output dataset folder (created atomically)")
+    p.add_argument("--fold", type=int, default=1, help="DFEW fold 1..5 (default 1)")
+    p.add_argument(
+        "--frames", type=int, default=None, help="frames stored per clip (dfew 16, see 16; see: 0 = all)"
+    )
+    p.add_argument("--size", type=int, default=None, help="output side in pixels (dfew 112, see 100)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
+    p.add_argument(
+        "--max-skip", type=float, default=0.01, help="fraction of items that may be skipped (0.01)"
+    )
+    p.add_argument(
+        "--landmarks",
+        default="template",
+        help="dfew landmark source: none | template | file:DIR (<id>.npy, default DIR under --root) | lbf:MODEL",
+    )
+    p.add_argument(
+        "--source", default="auto", choices=("auto", "frames", "video", "frames16"), help="dfew clip source"
+    )
+    p.add_argument(
+        "--events", default="auto", choices=("auto", "frames", "raw"), help="see/dsee event source"
+    )
+    p.add_argument("--bins", type=int, default=3, help="voxel-grid bins for raw or simulated events (3)")
+    p.add_argument("--simulate-events", action="store_true", help="dfew: add simulated event voxel grids")
+    p.add_argument("--encoding", default="jpeg", choices=("jpeg", "raw"), help="frame storage (jpeg)")
+    p.add_argument("--no-enhance", action="store_true", help="dfew: skip CLAHE / bilateral / unsharp mask")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def _settings(a: argparse.Namespace) -> dict:
+    d = DEFAULTS[a.dataset]
+    frames = d["frames"] if a.frames is None else a.frames
+    size = d["size"] if a.size is None else a.size
+    if not a.root or not Path(a.root).is_dir():
+        raise UsageError(f"--root {a.root} is not a directory")
+    if a.dataset == "dfew" and not 1 <= a.fold <= 5:
+        raise UsageError(f"--fold must be 1..5, got {a.fold}")
+    if frames < (1 if a.dataset == "dfew" else 0):
+        raise UsageError(f"--frames must be >= {1 if a.dataset == 'dfew' else 0}, got {frames}")
+    if not 16 <= size <= 1024:
+        raise UsageError(f"--size must be in 16..1024, got {size}")
+    if a.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {a.workers}")
+    if not 0.0 <= a.max_skip <= 1.0:
+        raise UsageError(f"--max-skip must be a fraction in [0, 1], got {a.max_skip}")
+    if a.bins < 1:
+        raise UsageError(f"--bins must be >= 1, got {a.bins}")
+    lm = a.landmarks
+    if lm not in ("none", "template") and not lm.startswith(("file:", "lbf:")):
+        raise UsageError(f"--landmarks must be none, template, file:DIR or lbf:MODEL, got {lm!r}")
+    if lm == "file:":
+        lm = "file:landmarks"
+    if lm.startswith("file:"):
+        d_ = Path(lm[5:])
+        if not d_.is_dir() and not (Path(a.root) / d_).is_dir():
+            raise UsageError(f"--landmarks {lm}: no such folder")
+    if lm.startswith("lbf:"):
+        from fer_jax.preprocess.landmarks import LBFLandmarker
+
+        try:
+            LBFLandmarker(lm[4:])
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+    s = {
+        "dataset": a.dataset,
+        "frames": frames,
+        "size": size,
+        "encoding": a.encoding,
+        "bins": a.bins,
+    }
+    if a.dataset == "dfew":
+        s.update(
+            fold=a.fold,
+            landmarks=lm,
+            source=a.source,
+            simulate_events=a.simulate_events,
+            enhance=not a.no_enhance,
+        )
+    else:
+        if a.simulate_events:
+            raise UsageError("--simulate-events is for datasets without events (dfew)")
+        s.update(events=a.events)
+    return s
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(out: Path) -> None:
+    for p in out.parent.glob(f".{out.name}.partial-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _looks_like_ours(out: Path) -> bool:
+    names = {p.name for p in out.iterdir()}
+    return bool(names & {MANIFEST_FILE, "dataset_info.json", "features.json"})
+
+
+def _exit_status(manifest: dict, max_skip: float) -> tuple[int, str]:
+    built = sum(manifest["num_examples"].values())
+    skipped = len(manifest["skipped"])
+    frac = skipped / max(1, built + skipped)
+    if built == 0:
+        return 1, "nothing was built"
+    if frac > max_skip:
+        return 1, f"{skipped} of {built + skipped} items skipped ({frac:.1%} > --max-skip {max_skip:.1%})"
+    return 0, ""
+
+
+def _summary(out: Path, manifest: dict, seconds: float | None) -> str:
+    n = manifest["num_examples"]
+    lines = [f"{manifest['dataset']} -> {out}: " + ", ".join(f"{k} {v}" for k, v in n.items())]
+    if seconds is not None:
+        lines[0] += f" in {seconds:.1f} s"
+    lines.append(f"skipped {len(manifest['skipped'])}, repaired {len(manifest['repaired'])}")
+    for s in manifest["skipped"][:10]:
+        lines.append(f"  skipped {s['item']}: {s['reason']}")
+    if len(manifest["skipped"]) > 10:
+        lines.append(f"  ... {len(manifest['skipped']) - 10} more in {out / MANIFEST_FILE}")
+    return "\n".join(lines)
+
+
+def _plan(settings: dict, root: Path, workers: int, quiet: bool):
+    from data_prep.builders import dfew, see
+    from data_prep.builders.tfds_builders import Plan
+
+    if settings["dataset"] == "dfew":
+        items, skipped, label_files = dfew.read_layout(
+            root, settings["fold"], settings["source"], settings["landmarks"]
+        )
+        names = dfew.class_names()
+        st = dfew.Settings(
+            frames=settings["frames"], size=settings["size"], encoding=settings["encoding"],
+            landmarks=settings["landmarks"], enhance=settings["enhance"],
+            simulate_events=settings["simulate_events"], bins=settings["bins"],
+        )  # fmt: skip
+        feats = features(
+            "dfew", encoding=st.encoding, size=st.size, class_names=names,
+            landmarks=st.landmarks != "none", event="voxel" if st.simulate_events else None, bins=st.bins,
+        )  # fmt: skip
+        fn = functools.partial(dfew.process, settings=st)
+    else:
+        items, skipped, label_files, names, ev_source = see.read_layout(root, settings["events"])
+        settings["events_used"] = ev_source
+        st = see.Settings(frames=settings["frames"], size=settings["size"], encoding=settings["encoding"],
+                          events=ev_source, bins=settings["bins"])  # fmt: skip
+        feats = features(
+            settings["dataset"], encoding=st.encoding, size=st.size, class_names=names,
+            event="frames" if ev_source == "frames" else "voxel", bins=st.bins,
+        )  # fmt: skip
+        fn = functools.partial(see.process, settings=st)
+    plan = Plan(features=feats, items=items, process=fn, workers=workers, quiet=quiet,
+                description=f"fer_jax {settings['dataset']} shards")  # fmt: skip
+    return plan, skipped, label_files, list(names)
+
+
+def _manifest(settings, names, plan, results, layout_skips, label_files, root: Path) -> dict:
+    splits = [s for s, items in plan.items.items() if items]
+    built = [r for r in results if r.example is not None]
+    counts = {s: [0] * len(names) for s in splits}
+    light = {s: dict.fromkeys(LIGHTING_NAMES, 0) for s in splits}
+    for r in built:
+        counts[r.split][int(r.example["label"])] += 1
+        if "lighting" in r.example:
+            light[r.split][LIGHTING_NAMES[int(r.example["lighting"])]] += 1
+    skipped = [s.as_dict() for s in layout_skips if not s.repaired]
+    skipped += [{"item": f"{r.split}/{r.key}", "reason": r.skip} for r in results if r.example is None]
+    repaired = [s.as_dict() for s in layout_skips if s.repaired]
+    repaired += [{"item": f"{r.split}/{r.key}", "reason": n} for r in built for n in r.notes]
+    m = {
+        "dataset": settings["dataset"],
+        "class_names": names,
+        "class_counts": counts,
+        "class_weights": class_weights(counts["train"]) if "train" in counts else None,
+        "num_examples": {s: sum(c) for s, c in counts.items()},
+        "preprocessing": settings,
+        "sources": {
+            "root": str(root.resolve()),
+            "label_files": {
+                str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str(p): checksum_files(
+                    [p]
+                )
+                for p in label_files
+            },
+            "items": {
+                f"{r.split}/{r.key}": r.checksum for r in sorted(built, key=lambda r: (r.split, r.key))
+            },
+        },
+        "skipped": sorted(skipped, key=lambda d: d["item"]),
+        "repaired": sorted(repaired, key=lambda d: d["item"]),
+    }
+    if settings["dataset"] != "dfew":
+        m["lighting_names"] = list(LIGHTING_NAMES)
+        m["lighting_counts"] = light
+    if settings["dataset"] == "dfew":
+        n_frames = sum(r.stats.get("frames", 0) for r in built)
+        m["face_found_fraction"] = round(
+            sum(r.stats.get("frames_face_found", 0) for r in built) / max(1, n_frames), 4
+        )
+    ev_n = sum(r.stats.get("ev_n", 0) for r in built)
+    if ev_n:
+        mean = sum(r.stats["ev_sum"] for r in built) / ev_n
+        var = sum(r.stats["ev_sumsq"] for r in built) / ev_n - mean**2
+        m["normalization"] = {
+            "event": {"mean": round(mean, 6), "std": round(float(np.sqrt(max(var, 1e-12))), 6)}
+        }
+    return m
+
+
+def build(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    root, out = Path(args.root), Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    replace_old = False
+    if out.is_dir() and (out / COMPLETE_MARKER).exists():
+        try:
+            old = load_manifest(out)
+        except ValueError:
+            old = None
+        same = (
+            old is not None
+            and {k: v for k, v in old["preprocessing"].items() if k != "events_used"} == settings
+        )
+        if same and not args.overwrite:
+            status, why = _exit_status(old, args.max_skip)
+            print(f"{out} is already built with these settings; nothing to do (--overwrite rebuilds)")
+            if why:
+                print(f"error: {why}", file=sys.stderr)
+            return status
+        if not args.overwrite:
+            raise UsageError(
+                f"--out {out} holds a build with other settings; use --overwrite or another --out"
+            )
+        replace_old = True
+    elif out.is_dir() and any(out.iterdir()):
+        if not (args.overwrite or _looks_like_ours(out)):
+            raise UsageError(f"--out {out} is not empty and not a build of ours; use --overwrite")
+        # an unfinished build of ours (no marker): never mixed with new work, started clean
+        replace_old = True
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    t0 = time.perf_counter()
+    try:
+        import tensorflow_datasets as tfds
+
+        from data_prep.builders.tfds_builders import BUILDERS
+
+        if args.quiet:
+            tfds.disable_progress_bar()
+
+        plan, layout_skips, label_files, names = _plan(settings, root, args.workers, args.quiet)
+        builder = BUILDERS[settings["dataset"]](
+            plan=plan, data_dir=str(partial / "tfds"), file_format="array_record"
+        )
+        if any(plan.items.values()):
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+        results = builder.results
+        manifest = _manifest(settings, names, plan, results, layout_skips, label_files, root)
+        status, why = _exit_status({"schema_version": 0, **manifest}, args.max_skip)
+        if sum(manifest["num_examples"].values()) == 0:
+            print(_summary(out, manifest, None), file=sys.stderr)
+            print("error: nothing was built", file=sys.stderr)
+            return 1
+        final = partial / "final"
+        shutil.move(str(builder.data_path), final)
+        write_manifest(final, manifest)
+        (final / COMPLETE_MARKER).write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        if replace_old:
+            trash = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, trash)
+            os.rename(final, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(final, out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    print(_summary(out, manifest, time.perf_counter() - t0))
+    if why:
+        print(f"error: {why}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        return build(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written to --out", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""SEE / DSEE: reading the single-eye RGB + event layout and building one record per sequence.
+
+Layout (REFERENCES.md; the root may also be the folder that contains ``SEE/``):
+``{frame,event}/<emotion>/<seq_name>/00000.jpg ...`` (both modalities JPEG frames), ``emotion.json``
+(``{"labels": [...], "database": {name: {"subset": "training"|"testing", "annotations": {"label": ..}}}}``),
+optional raw event streams ``raw_events/<seq_name>.{npy,npz,txt,csv,h5}`` (DSEE; format UNCONFIRMED)
+with frame times beside them (``<seq>_frame_times.npy`` / ``<seq>.times.npy`` / ``frame_times`` in an
+``.npz``; 30 fps assumed and recorded as a repair when absent).
+
+Sequence names ``[seq#]_[ID]_[sex]_[age]_[degree]_[lighting]_[emotion]_[length]_[take#]`` give the
+lighting (``normal``, ``Overexposed``, ``Low``, ``HDR``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.builders.common import Item, Result, Skip
+from fer_jax.data.schema import LIGHTING_NAMES, SEE_CLASS_NAMES, encode_frames
+from fer_jax.preprocess import events as ev
+from fer_jax.preprocess.clip import event_voxel_clip, prepare_eye_clip
+from fer_jax.preprocess.video import read_frames
+
+EVENT_SOURCES = ("auto", "frames", "raw")
+_ALIASES = {
+    "happy": "happiness", "happiness": "happiness", "sad": "sadness", "sadness": "sadness",
+    "anger": "angry", "angry": "angry", "neutral": "neutral", "surprise": "surprise",
+    "surprised": "surprise", "fear": "fear", "fearful": "fear", "disgust": "disgust", "disgusted": "disgust",
+}  # fmt: skip
+_SUBSETS = {"training": "train", "train": "train", "testing": "test", "test": "test", "validation": "test"}
+_RAW_EXT = (".npy", ".npz", ".h5", ".hdf5", ".txt", ".csv")
+SENSOR_HW = (260, 346)  # DAVIS346
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    frames: int = 16  # K stored per sequence (0: all); the pipeline samples m of them
+    size: int = 100
+    encoding: str = "jpeg"
+    events: str = "frames"  # frames | raw (decided from the layout when --events auto)
+    bins: int = 3
+    fps: float = 30.0
+
+
+def canonical_emotion(name: str) -> str | None:
+    return _ALIASES.get(str(name).strip().lower())
+
+
+def find_root(root: Path) -> Path:
+    """The folder holding ``frame/`` (``root`` or ``root/SEE`` or ``root/DSEE``)."""
+    for cand in (root, root / "SEE", root / "DSEE"):
+        if (cand / "frame").is_dir() or (cand / "frames").is_dir():
+            return cand
+    raise ValueError(f"{root} has no frame/ folder (is --root the SEE root?)")
+
+
+def lighting_of(seq: str) -> str | None:
+    """Lighting condition from the sequence name (field 6, else any token that names one)."""
+    tokens = seq.split("_")
+    if len(tokens) > 5 and tokens[5].lower() in LIGHTING_NAMES:
+        return tokens[5].lower()
+    hits = [t.lower() for t in tokens if t.lower() in LIGHTING_NAMES]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _folders(base: Path) -> dict[str, Path]:
+    """``{seq_name: folder}`` over ``base/<emotion>/<seq>``; emotion folder names in any case."""
+    out = {}
+    if not base.is_dir():
+        return out
+    for emo in base.iterdir():
+        if emo.is_dir():
+            for seq in emo.iterdir():
+                if seq.is_dir():
+                    out[seq.name] = seq
+    return out
+
+
+def _raw_event_files(base: Path) -> dict[str, Path]:
+    out = {}
+    if base.is_dir():
+        for p in base.iterdir():
+            if p.suffix.lower() in _RAW_EXT and not p.stem.endswith(("_frame_times", ".times", "_times")):
+                out.setdefault(p.stem, p)
+    return out
+
+
+def class_order(split_file: dict) -> tuple[str, ...]:
+    """Class names in label order: emotion.json's ``labels`` when it names the 7 classes, else the default."""
+    labels = split_file.get("labels") if isinstance(split_file, dict) else None
+    if isinstance(labels, list) and len(labels) == 7:
+        canon = [canonical_emotion(x) for x in labels]
+        if None not in canon and len(set(canon)) == 7:
+            return tuple(canon)
+    return SEE_CLASS_NAMES
+
+
+def read_layout(root: Path, events: str = "auto"):
+    """Items per split, skip records, the label files, the class names and the event source used."""
+    base = find_root(root)
+    split_path = next((p for p in (base / "emotion.json", root / "emotion.json") if p.is_file()), None)
+    if split_path is None:
+        raise ValueError(f"no emotion.json in {base}")
+    try:
+        with open(split_path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"malformed {split_path}: {str(e).splitlines()[0]}") from e
+    if not isinstance(spec, dict) or not isinstance(spec.get("database"), dict):
+        raise ValueError(f"malformed {split_path}: no 'database' object")
+    names = class_order(spec)
+    frame_dirs = _folders(base / "frame") or _folders(base / "frames")
+    event_dirs = _folders(base / "event") or _folders(base / "events")
+    raw_files = _raw_event_files(base / "raw_events")
+    if events == "auto":
+        events = "frames" if event_dirs else ("raw" if raw_files else "frames")
+    skipped: list[Skip] = []
+    items: dict[str, list[Item]] = {"train": [], "test": []}
+    for seq, entry in spec["database"].items():
+        where = f"emotion.json/{seq}"
+        if not isinstance(entry, dict):
+            skipped.append(Skip(where, "entry is not an object"))
+            continue
+        split = _SUBSETS.get(str(entry.get("subset", "")).lower())
+        if split is None:
+            skipped.append(Skip(where, f"unknown subset {entry.get('subset')!r}"))
+            continue
+        ann = entry.get("annotations")
+        raw_label = ann.get("label") if isinstance(ann, dict) else None
+        if isinstance(raw_label, int) and not isinstance(raw_label, bool):
+            emo = names[raw_label] if 0 <= raw_label < len(names) else None
+        else:
+            emo = canonical_emotion(raw_label) if isinstance(raw_label, str) else None
+        if emo is None:
+            skipped.append(Skip(where, f"label {raw_label!r} is not one of the 7 emotions"))
+            continue
+        light = lighting_of(seq)
+        if light is None:
+            skipped.append(Skip(where, "cannot read the lighting condition from the sequence name"))
+            continue
+        if seq not in frame_dirs:
+            skipped.append(Skip(where, "no frame folder for this sequence"))
+            continue
+        folder_emo = canonical_emotion(frame_dirs[seq].parent.name)
+        if folder_emo is not None and folder_emo != emo:
+            skipped.append(
+                Skip(where, f"label {emo!r} disagrees with its folder {frame_dirs[seq].parent.name!r}")
+            )
+            continue
+        paths = {"frames": str(frame_dirs[seq])}
+        if events == "frames":
+            if seq not in event_dirs:
+                skipped.append(Skip(where, "no event folder for this sequence"))
+                continue
+            paths["event"] = str(event_dirs[seq])
+        else:
+            if seq not in raw_files:
+                skipped.append(Skip(where, "no raw event file for this sequence"))
+                continue
+            paths["raw_events"] = str(raw_files[seq])
+        items[split].append(
+            Item(split, seq, names.index(emo), paths, {"lighting": LIGHTING_NAMES.index(light)})
+        )
+    if not any(items.values()) and not skipped:
+        raise ValueError(f"{split_path} lists no sequences")
+    return items, skipped, [split_path], names, events
+
+
+def frame_times_for(raw_path: Path, num_frames: int, fps: float) -> tuple[np.ndarray, str | None]:
+    """Frame timestamps (seconds) of a sequence with raw events, and a repair note when assumed."""
+    stem, parent = raw_path.stem, raw_path.parent
+    if raw_path.suffix.lower() == ".npz":
+        with np.load(raw_path, allow_pickle=False) as z:
+            for k in ("frame_times", "frame_timestamps", "timestamps"):
+                if k in z.files:
+                    return _seconds(np.asarray(z[k])), None
+    for name in (
+        f"{stem}_frame_times.npy",
+        f"{stem}.times.npy",
+        f"{stem}_times.npy",
+        f"{stem}.frame_times.npy",
+    ):
+        p = parent / name
+        if p.is_file():
+            return _seconds(np.load(p, allow_pickle=False)), None
+    for name in (f"{stem}_frame_times.txt", f"{stem}.times.txt", f"{stem}_times.txt"):
+        p = parent / name
+        if p.is_file():
+            return _seconds(np.loadtxt(p, ndmin=1)), None
+    return np.arange(1, num_frames + 1) / fps, f"no frame times for {stem}; assumed {fps:g} fps"
+
+
+def _seconds(t: np.ndarray) -> np.ndarray:
+    t = np.asarray(t).ravel()
+    return t.astype(np.float64) * (1e-6 if t.dtype.kind in "iu" else 1.0)
+
+
+def process(item: Item, settings: Settings) -> Result:
+    """Reads one sequence of both modalities and encodes it (runs in a worker process)."""
+    h = hashlib.sha1()
+    rgb = read_frames(item.paths["frames"], hasher=h)
+    notes: list[str] = []
+    stats: dict[str, float] = {}
+    if "event" in item.paths:
+        evf = read_frames(item.paths["event"], hasher=h)
+        if len(evf) != len(rgb):
+            notes.append(
+                f"{len(rgb)} RGB frames but {len(evf)} event frames; used the first {min(len(rgb), len(evf))}"
+            )
+        out = prepare_eye_clip(rgb, evf, size=settings.size, num_frames=settings.frames)
+        event = encode_frames(out["event"], settings.encoding)
+    else:
+        raw = Path(item.paths["raw_events"])
+        h.update(raw.read_bytes())
+        height, width = SENSOR_HW if rgb[0].shape[:2] == SENSOR_HW else rgb[0].shape[:2]
+        try:
+            events, report = ev.read_events(raw, height=height, width=width)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"broken event file {raw.name}: {str(e).splitlines()[0]}") from e
+        if report.empty:
+            raise ValueError(f"event file {raw.name} holds no valid events ({report.summary()})")
+        if not report.clean:
+            notes.append(f"event file {raw.name} repaired: {report.summary()}")
+        times, note = frame_times_for(raw, len(rgb), settings.fps)
+        if note:
+            notes.append(note)
+        if len(times) != len(rgb):
+            raise ValueError(f"{len(times)} frame times for {len(rgb)} frames in {raw.name}")
+        out = prepare_eye_clip(rgb, None, size=settings.size, num_frames=settings.frames)
+        grids = event_voxel_clip(
+            events, times, out["indices"], bins=settings.bins, height=height, width=width, size=settings.size
+        )
+        event = grids.astype(np.float16)
+        stats.update(
+            ev_sum=float(grids.sum()), ev_sumsq=float((grids.astype(np.float64) ** 2).sum()), ev_n=grids.size
+        )
+    example = {
+        "rgb": encode_frames(out["rgb"], settings.encoding),
+        "event": event,
+        "label": item.label,
+        "lighting": item.extra["lighting"],
+        "id": item.key,
+        "num_source_frames": np.int32(len(rgb)),
+    }
+    return Result(item.split, item.key, example=example, checksum=h.hexdigest(), notes=notes, stats=stats)

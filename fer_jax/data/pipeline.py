@@ -1,0 +1,281 @@
+"""grain input pipelines over the shards: training (global shuffle per epoch with the seed, one slice per
+JAX process, augmentation, batching without remainder, worker processes, a checkpointable iterator) and
+evaluation (every example exactly once across processes, the last batch padded with ``mask`` False).
+
+Batches are dicts of numpy arrays (docs/architecture.md):
+- DFEW: ``frames`` ``(B, T, S, S, 3)`` float32 ImageNet-normalised, ``landmarks`` ``(B, T, 68, 2)``
+  float32 in [0, 1], ``label`` int32 ``(B,)``, ``mask`` bool ``(B,)`` (+ ``event`` ``(B, T, S, S, bins)``
+  when the shards were built with ``--simulate-events``).
+- SEE / DSEE: ``rgb`` ``(B, m, S, S, 3)``, ``event`` ``(B, m, S, S, C)`` float32, ``label``, ``lighting``
+  int32, ``mask``. The m frames come from the K stored ones as the public loaders pick them: every 4th
+  frame from a random offset, then m spread from its first to its last frame (offset 0 for evaluation).
+
+Config fields read: ``data.{dataset, dir, num_frames, image_size, num_workers, augment}``,
+``train.batch_size``, ``eval.batch_size``, ``seed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+
+from fer_jax.data import augment as aug
+from fer_jax.data import normalize
+from fer_jax.data.manifest import load_manifest
+from fer_jax.data.schema import decode_frames
+from fer_jax.data.source import ShardSource
+from fer_jax.preprocess.frames import sample_indices
+from fer_jax.preprocess.landmarks import TEMPLATE_68
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """What the per-example transform needs, as plain values (pickled into worker processes)."""
+
+    dataset: str
+    num_frames: int
+    image_size: int
+    augment: bool
+    event_mean: float | None = None
+    event_std: float | None = None
+
+
+def _spec(config, manifest: dict, augment: bool) -> _Spec:
+    dataset = config.data.dataset
+    if dataset != manifest.get("dataset") and not (
+        dataset in ("see", "dsee") and manifest.get("dataset") in ("see", "dsee")
+    ):
+        raise ValueError(
+            f"config.data.dataset={dataset!r} but {config.data.dir} holds {manifest.get('dataset')!r}"
+        )
+    stored_size = manifest.get("preprocessing", {}).get("size")
+    if stored_size is not None and stored_size != config.data.image_size:
+        raise ValueError(
+            f"config.data.image_size={config.data.image_size} but the shards hold {stored_size}px frames"
+        )
+    norm = manifest.get("normalization", {}).get("event", {})
+    return _Spec(
+        dataset=dataset,
+        num_frames=int(config.data.num_frames),
+        image_size=int(config.data.image_size),
+        augment=bool(augment),
+        event_mean=norm.get("mean"),
+        event_std=norm.get("std"),
+    )
+
+
+def _to_model_inputs(ex: dict[str, Any], spec: _Spec, rng: np.random.Generator | None) -> dict[str, Any]:
+    """One record -> one example of the batch (decode, sample, augment, normalise)."""
+    size = spec.image_size
+    params = aug.sample_params(rng, size) if (spec.augment and rng is not None) else None
+    out: dict[str, Any] = {"label": np.int32(ex["label"]), "mask": np.bool_(True)}
+    if spec.dataset == "dfew":
+        stored = ex["frames"]
+        n = len(stored)
+        idx = np.arange(n) if n == spec.num_frames else sample_indices(n, spec.num_frames)
+        frames = decode_frames(stored, idx)
+        lm = ex["landmarks"][idx] if "landmarks" in ex else np.broadcast_to(TEMPLATE_68, (len(idx), 68, 2))
+        event = ex["event"][idx].astype(np.float32) if "event" in ex else None
+        if params is not None:
+            frames = aug.photometric(aug.geometric(frames, params), params)
+            lm = aug.geometric_landmarks(lm, params, size)
+            if event is not None:
+                event = aug.geometric(event, params)
+        out["frames"] = normalize.imagenet(frames)
+        out["landmarks"] = np.asarray(lm, np.float32)
+        if event is not None:
+            out["event"] = normalize.see_events(event, spec.event_mean, spec.event_std)
+        return out
+    # SEE / DSEE
+    k = len(ex["rgb"])
+    if "event" in ex:
+        k = min(k, len(ex["event"]))
+    idx = sample_indices(k, spec.num_frames, mode="stride4", rng=rng)
+    rgb = decode_frames(ex["rgb"], idx)
+    stored_ev = ex["event"]
+    if np.asarray(stored_ev).dtype == object:
+        event = decode_frames(stored_ev, idx)
+    else:  # float16 voxel grids (cv2 warps float32, not float16)
+        event = np.asarray(stored_ev)[idx].astype(np.float32)
+    if params is not None:
+        # SEE: temporal sampling + flip + affine, the same on both modalities; colour only on RGB
+        rgb = aug.photometric(aug.geometric(rgb, params), params)
+        event = aug.geometric(event, params)
+    out["rgb"] = normalize.see_frames(rgb)
+    out["event"] = normalize.see_events(event, spec.event_mean, spec.event_std)
+    out["lighting"] = np.int32(ex["lighting"])
+    return out
+
+
+class _TrainMap(grain.transforms.RandomMap):
+    def __init__(self, spec: _Spec):
+        self.spec = spec
+
+    def random_map(self, element, rng: np.random.Generator):
+        return _to_model_inputs(element, self.spec, rng)
+
+
+class _PaddedSource:
+    """This process's evaluation indices padded to whole batches; padding rows repeat a real record and
+    carry ``__pad__`` so the map sets ``mask`` False."""
+
+    def __init__(self, source: ShardSource, indices: np.ndarray):
+        self.source = source
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        i = int(self.indices[k])
+        if i < 0:
+            ex = dict(self.source[-i - 1])
+            ex["__pad__"] = True
+            return ex
+        return self.source[i]
+
+
+def _process(process_index, process_count) -> tuple[int, int]:
+    pi = jax.process_index() if process_index is None else int(process_index)
+    pc = jax.process_count() if process_count is None else int(process_count)
+    if not 0 <= pi < pc:
+        raise ValueError(f"process_index {pi} outside [0, {pc})")
+    return pi, pc
+
+
+def _local_batch(batch_size: int, process_count: int) -> int:
+    if batch_size < process_count or batch_size % process_count:
+        raise ValueError(f"batch size {batch_size} is not a multiple of the {process_count} processes")
+    return batch_size // process_count
+
+
+def num_examples(config, split: str) -> int:
+    """Examples in ``split`` of ``config.data.dir`` (from the manifest)."""
+    m = load_manifest(config.data.dir)
+    if split not in m.get("num_examples", {}):
+        raise ValueError(
+            f"no split {split!r} in {config.data.dir}; it has {sorted(m.get('num_examples', {}))}"
+        )
+    return int(m["num_examples"][split])
+
+
+def make_train_iterator(config, *, process_index: int | None = None, process_count: int | None = None):
+    """Infinite iterator of training batches of ``train.batch_size // process_count`` examples; epochs are
+    reshuffled with ``config.seed``; ``get_state()`` / ``set_state()`` restore exactly the next batch."""
+    pi, pc = _process(process_index, process_count)
+    manifest = load_manifest(config.data.dir)
+    spec = _spec(config, manifest, augment=bool(config.data.augment))
+    source = ShardSource(config.data.dir, config.data.train_split)
+    local = _local_batch(int(config.train.batch_size), pc)
+    if len(source) // pc < local:
+        raise ValueError(f"{len(source)} training examples cannot fill a batch of {local} on {pc} processes")
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=grain.sharding.ShardOptions(shard_index=pi, shard_count=pc, drop_remainder=True),
+        shuffle=True,
+        num_epochs=None,
+        seed=int(config.seed),
+    )
+    loader = grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=[_TrainMap(spec), grain.transforms.Batch(local, drop_remainder=True)],
+        worker_count=int(config.data.num_workers),
+    )
+    return iter(loader)
+
+
+class _EvalLoader:
+    """Finite iterable of padded evaluation batches; iterating again starts over."""
+
+    def __init__(self, loader, num_batches: int, num_real: int):
+        self._loader = loader
+        self.num_batches = num_batches
+        self.num_real = num_real  # real examples of this process
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        for batch in self._loader:
+            pad = batch.pop("__pad__", None)
+            if pad is not None:
+                batch["mask"] = batch["mask"] & ~np.asarray(pad, bool)
+            yield batch
+
+
+def make_eval_iterator(
+    config,
+    split: str,
+    *,
+    batch_size: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    seed: int | None = None,
+    augment: bool = False,
+) -> _EvalLoader:
+    """Evaluation batches of ``batch_size // process_count`` (default ``eval.batch_size``): process p gets
+    examples p, p + P, ...; every process yields the same number of batches, the last ones padded with
+    ``mask`` False. ``augment=True`` uses random temporal sampling seeded by ``seed`` (default
+    ``config.seed``) — the stochastic passes of the official MCO-E Net protocol; geometry is left alone."""
+    pi, pc = _process(process_index, process_count)
+    manifest = load_manifest(config.data.dir)
+    spec = dataclasses.replace(_spec(config, manifest, augment=False), augment=False)
+    source = ShardSource(config.data.dir, split)
+    local = _local_batch(int(batch_size or config.eval.batch_size), pc)
+    n = len(source)
+    per_process = math.ceil(n / pc)
+    num_batches = max(1, math.ceil(per_process / local))
+    mine = np.arange(pi, n, pc)
+    pad_with = mine[0] if len(mine) else 0
+    padded = np.full(num_batches * local, -pad_with - 1, np.int64)
+    padded[: len(mine)] = mine
+    if augment:
+        # random temporal sampling only: the spatial augmentation is for training
+        op, op_seed = _KeepPadRandomMap(spec), int(config.seed if seed is None else seed)
+    else:
+        op, op_seed = _KeepPadMap(spec), None
+    loader = grain.DataLoader(
+        data_source=_PaddedSource(source, padded),
+        sampler=grain.samplers.IndexSampler(
+            num_records=len(padded), shuffle=False, num_epochs=1, seed=op_seed
+        ),
+        operations=[op, grain.transforms.Batch(local, drop_remainder=False)],
+        worker_count=int(config.data.num_workers),
+    )
+    return _EvalLoader(loader, num_batches, len(mine))
+
+
+def _pad_flag(element) -> bool:
+    return bool(element.pop("__pad__", False))
+
+
+class _KeepPadMap(grain.transforms.Map):
+    """Deterministic evaluation map that carries the padding flag through."""
+
+    def __init__(self, spec: _Spec):
+        self.spec = spec
+
+    def map(self, element):
+        pad = _pad_flag(element)
+        out = _to_model_inputs(element, self.spec, None)
+        out["__pad__"] = np.bool_(pad)
+        return out
+
+
+class _KeepPadRandomMap(grain.transforms.RandomMap):
+    """Evaluation with random temporal sampling (official MCO-E Net stochastic passes), padding flag kept."""
+
+    def __init__(self, spec: _Spec):
+        self.spec = spec
+
+    def random_map(self, element, rng: np.random.Generator):
+        pad = _pad_flag(element)
+        out = _to_model_inputs(element, self.spec, rng)
+        out["__pad__"] = np.bool_(pad)
+        return out

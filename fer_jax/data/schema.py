@@ -1,0 +1,101 @@
+"""The record schema of the shards: class and lighting names, the TFDS features of each dataset, and
+frame encoding / decoding.
+
+One example of each dataset (T / K frames, side S):
+- DFEW: ``frames`` (JPEG: ``(T,)`` bytes; raw: ``(T, S, S, 3)`` uint8), ``landmarks`` ``(T, 68, 2)``
+  float32 in [0, 1] (absent with ``--landmarks none``), ``face_found`` ``(T,)`` bool, ``label``, ``id``;
+  with ``--simulate-events`` also ``event`` ``(T, S, S, B)`` float16 voxel grids.
+- SEE / DSEE: ``rgb`` (JPEG ``(K,)`` bytes or ``(K, S, S, 3)`` uint8), ``event`` (event frames like
+  ``rgb``, or voxel grids ``(K, S, S, B)`` float16), ``label``, ``lighting``, ``id``, ``num_source_frames``.
+
+Features are ``tfds.features.Tensor`` / ``ClassLabel`` only: they build and read without TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+DFEW_CLASS_NAMES = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")  # label - 1
+# SEE folders sorted (what a folder-per-class loader enumerates); a valid emotion.json "labels" list wins.
+SEE_CLASS_NAMES = ("angry", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+LIGHTING_NAMES = ("normal", "overexposed", "low", "hdr")
+ENCODINGS = ("jpeg", "raw")
+JPEG_QUALITY = 95
+
+
+def features(
+    dataset: str,
+    *,
+    encoding: str,
+    size: int,
+    class_names: Sequence[str],
+    landmarks: bool = True,
+    event: str | None = None,
+    bins: int = 3,
+):
+    """The ``tfds.features.FeaturesDict`` of a dataset. ``event``: None, ``"frames"`` (per-frame event
+    images, encoded like the RGB frames) or ``"voxel"`` (float16 grids with ``bins`` channels)."""
+    import tensorflow_datasets as tfds
+
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; use one of {ENCODINGS}")
+    T = tfds.features.Tensor
+    frames = (
+        T(shape=(None,), dtype=np.object_)
+        if encoding == "jpeg"
+        else T(shape=(None, size, size, 3), dtype=np.uint8)
+    )
+    d = {"label": tfds.features.ClassLabel(names=list(class_names)), "id": T(shape=(), dtype=np.str_)}
+    if dataset == "dfew":
+        d["frames"] = frames
+        d["face_found"] = T(shape=(None,), dtype=np.bool_)
+        if landmarks:
+            d["landmarks"] = T(shape=(None, 68, 2), dtype=np.float32)
+    else:
+        d["rgb"] = frames
+        d["lighting"] = tfds.features.ClassLabel(names=list(LIGHTING_NAMES))
+        d["num_source_frames"] = T(shape=(), dtype=np.int32)
+    if event == "frames":
+        d["event"] = frames
+    elif event == "voxel":
+        d["event"] = T(shape=(None, size, size, bins), dtype=np.float16)
+    elif event is not None:
+        raise ValueError(f"unknown event kind {event!r}")
+    return tfds.features.FeaturesDict(d)
+
+
+def encode_frames(frames: np.ndarray, encoding: str) -> list[bytes] | np.ndarray:
+    """``(T, S, S, 3)`` uint8 RGB -> what the record stores (JPEG bytes per frame, or the array)."""
+    frames = np.asarray(frames, np.uint8)
+    if encoding == "raw":
+        return frames
+    if encoding != "jpeg":
+        raise ValueError(f"unknown encoding {encoding!r}")
+    out = []
+    for f in frames:
+        bgr = cv2.cvtColor(f, cv2.COLOR_RGB2BGR) if f.shape[-1] == 3 else f
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        out.append(buf.tobytes())
+    return out
+
+
+def decode_frames(stored: np.ndarray, indices: Sequence[int] | None = None) -> np.ndarray:
+    """The stored frames (object array of JPEG bytes, or a uint8 array) -> ``(K, S, S, 3)`` uint8 RGB;
+    ``indices`` decodes only those frames (in that order, repeats allowed)."""
+    arr = np.asarray(stored)
+    if indices is None:
+        indices = range(len(arr))
+    if arr.dtype != object:
+        return arr[np.asarray(list(indices), np.int64)]
+    out = []
+    for i in indices:
+        img = cv2.imdecode(np.frombuffer(arr[i], np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"stored frame {i} does not decode")
+        out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    return np.stack(out)
