@@ -37,6 +37,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
     p.add_argument("--videos", action="store_true", help="dfew: also write Clip/original/<id>.mp4 (mp4v)")
+    p.add_argument("--no-raw-events", action="store_true", help="see: skip raw_events/ (the largest part)")
     p.add_argument("--overwrite", action="store_true", help="delete a non-empty --out first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -61,12 +62,12 @@ def _run(tasks, fn, workers: int, desc: str, quiet: bool) -> list:
 
 def synthesize(
     kind: str, out: str | os.PathLike, *, clips: int | None = None, seed: int = 0, workers: int = 1,
-    videos: bool = False, quiet: bool = True,
+    videos: bool = False, raw_events: bool = True, quiet: bool = True,
 ) -> Path:  # fmt: skip
     """Library entry point of the CLI; returns the output directory."""
     out = Path(out)
     n = DEFAULT_CLIPS[kind] if clips is None else int(clips)
-    settings = {"kind": kind, "clips": n, "seed": seed, "videos": videos}
+    settings = {"kind": kind, "clips": n, "seed": seed, "videos": videos, "raw_events": raw_events}
     out.mkdir(parents=True, exist_ok=True)
     if kind == "dfew":
         from data_prep.synth import dfew
@@ -79,8 +80,10 @@ def synthesize(
         from data_prep.synth import see
 
         plan = see.plan_sequences(n, seed)
-        _run(plan, functools.partial(see.write_sequence, out), workers, "see", quiet)
-        see.write_index(out, plan, settings)
+        num_events = _run(
+            plan, functools.partial(see.write_sequence, out, raw_events=raw_events), workers, "see", quiet
+        )
+        see.write_index(out, plan, settings, num_events)
     return out
 
 
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         synthesize(
             args.kind, out, clips=args.clips, seed=args.seed, workers=args.workers, videos=args.videos,
-            quiet=args.quiet,
+            raw_events=not args.no_raw_events, quiet=args.quiet,
         )  # fmt: skip
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,6 +4,7 @@ expression dynamics, and the CLI's error handling."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from data_prep import synthesize as S
 from data_prep.synth import dfew as D
 from data_prep.synth import expressions as X
+from fer_jax.preprocess import events as E
 
 DFEW_CLIPS = 8
 
@@ -148,3 +150,93 @@ def test_cli_help_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         S.main(["--kind", "nope", "--out", str(tmp_path / "y")])
     assert e.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------- SEE
+
+SEE_SEQS = 8
+
+
+@pytest.fixture(scope="module")
+def see_dir(tmp_path_factory) -> Path:
+    return S.synthesize("see", tmp_path_factory.mktemp("see"), clips=SEE_SEQS, seed=5)
+
+
+def test_see_layout_and_index(see_dir):
+    from data_prep.synth import see
+
+    idx = json.loads((see_dir / "emotion.json").read_text())
+    assert set(idx) == {"labels", "database"}
+    assert idx["labels"] == ["angry", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
+    assert len(idx["database"]) == SEE_SEQS
+    for name, entry in idx["database"].items():
+        assert set(entry) == {"subset", "annotations"} and entry["subset"] in ("training", "testing")
+        emo = entry["annotations"]["label"]
+        seg = entry["annotations"]["segment"]
+        fields = name.split("_")
+        assert len(fields) == 9, name
+        seq, sid, sex, age, degree, light, emo_tok, length, take = fields
+        assert seq.isdigit() and re.fullmatch(r"\d{3}", sid) and sex in ("man", "woman") and age.isdigit()
+        assert light in ("normal", "Overexposed", "Low", "HDR") and emo_tok == emo
+        assert re.fullmatch(r"take\d{3}", take)
+        n = int(length)
+        assert seg == [0, n]
+        for modality in ("frame", "event"):
+            files = sorted(p.name for p in (see_dir / modality / emo / name).iterdir())
+            assert files == [f"{k:05d}.jpg" for k in range(n)], (modality, name)
+        img = cv2.imread(str(see_dir / "frame" / emo / name / "00000.jpg"))
+        assert img.shape == (see.HEIGHT, see.WIDTH, 3)
+        ev = np.load(see_dir / "raw_events" / f"{name}.npy")
+        ft = np.load(see_dir / "raw_events" / f"{name}_frame_times.npy")
+        assert ev.dtype == E.EVENT_DTYPE and ev.size > 0
+        assert np.all(np.diff(ev["t"]) >= 0) and ev["x"].max() < see.WIDTH and ev["y"].max() < see.HEIGHT
+        assert set(np.unique(ev["p"])) <= {-1, 1}
+        assert ft.shape == (n,) and np.all(np.diff(ft) > 0)
+        # the stored event frame k is the rendering of the raw events of the interval ending at frame k
+        # (up to JPEG error, and much closer than the rendering of the neighbouring interval)
+        k = n - 1
+
+        def render(t_end, ev=ev):
+            return E.events_to_frame(
+                ev, height=see.HEIGHT, width=see.WIDTH, t_start=t_end - 1 / see.FPS, t_end=t_end
+            ).astype(int)
+
+        got = cv2.cvtColor(
+            cv2.imread(str(see_dir / "event" / emo / name / f"{k:05d}.jpg")), cv2.COLOR_BGR2RGB
+        )
+        err = np.abs(got - render(ft[k])).mean()
+        assert err < 3 and err < 0.5 * np.abs(got - render(ft[k - 1])).mean()
+
+
+def test_see_plan_balances_lighting_in_test_split():
+    from data_prep.synth import see
+
+    plan = see.plan_sequences(500, seed=0)
+    test = [it for it in plan if it["subset"] == "testing"]
+    per_light = [sum(it["lighting"] == li for it in test) for li in see.LIGHTINGS]
+    assert max(per_light) - min(per_light) <= 4 and 0.28 < len(test) / 500 < 0.36
+    for emo in see.EMOTIONS:
+        for li in see.LIGHTINGS:
+            assert any(it["emotion"] == emo and it["lighting"] == li for it in test), (emo, li)
+    assert len({it["name"] for it in plan}) == 500
+    assert see.plan_sequences(40, 1) == see.plan_sequences(40, 1)
+
+
+def test_see_events_come_from_the_clean_scene_and_lighting_degrades_only_rgb(monkeypatch):
+    from data_prep.synth import see
+
+    monkeypatch.setattr(see, "NOISE_RATE", dict.fromkeys(see.LIGHTINGS, 0.0))
+    item = next(it for it in see.plan_sequences(28, seed=2) if it["emotion"] == "surprise")
+    out = {li: see.render_sequence({**item, "lighting": li}) for li in see.LIGHTINGS}
+    ref = out["normal"]
+    assert ref["events"].size > 100
+    for li in see.LIGHTINGS:  # without background noise the event stream ignores the lighting entirely
+        np.testing.assert_array_equal(out[li]["events"], ref["events"])
+    np.testing.assert_array_equal(see.render_sequence(item)["frames"], see.render_sequence(item)["frames"])
+    low, over, hdr = out["Low"]["frames"], out["Overexposed"]["frames"], out["HDR"]["frames"]
+    assert low.mean() < 12 and ref["frames"].mean() > 80  # low light: nearly black
+    # low light hides the expression: the frame's correlation with the clean scene collapses
+    clean = ref["clean"].ravel()
+    assert np.corrcoef(low.ravel(), clean)[0, 1] < 0.6 < np.corrcoef(ref["frames"].ravel(), clean)[0, 1]
+    assert (over >= 250).mean() > 0.5  # overexposed: clipped white
+    assert (hdr >= 250).mean() > 0.15 and (hdr <= 15).mean() > 0.15  # HDR: both at once

@@ -89,7 +89,7 @@ def sample_tracks(expression: str, num_frames: int, rng: np.random.Generator) ->
         talk = 0.12 * (0.5 + 0.5 * np.sin(2 * np.pi * f * np.arange(T) + rng.uniform(0, 6.3)))
         tracks["AU26"] = np.maximum(tracks["AU26"], talk)
     blink = np.zeros(T)
-    for _ in range(rng.poisson(T / 60.0)):
+    for _ in range(rng.poisson(T / 100.0)):  # ~0.3 blinks per second at 30 fps
         c = rng.uniform(0, T)
         blink = np.maximum(blink, np.clip(1.0 - np.abs(np.arange(T) - c) / 1.5, 0, 1))
     tracks["blink"] = blink

@@ -104,47 +104,51 @@ def simulate_events(
     c_off = np.maximum(contrast_threshold + threshold_sigma * rng.standard_normal(h * w), min_c)
     ref = L[0].reshape(-1).copy()
     last_t = np.full(h * w, -np.inf)
+    c_min = min(c_on.min(), c_off.min())
     chunks = []
     for k in range(n - 1):
         t0, t1 = ts[k], ts[k + 1]
         l0, l1 = L[k].reshape(-1), L[k + 1].reshape(-1)
-        dl = l1 - l0
         parts = []
-        for sign, c in ((1, c_on), (-1, c_off)):
-            excess = sign * (l1 - ref)
+        cand = np.flatnonzero(np.abs(l1 - ref) >= c_min)  # most pixels do not fire: work on the few
+        if cand.size:
+            d = l1[cand] - ref[cand]
+            sign = np.where(d > 0, 1, -1)
+            c = np.where(d > 0, c_on[cand], c_off[cand])
+            cnt = np.floor(np.abs(d) / c).astype(np.int64)
+            dl = l1[cand] - l0[cand]
             # sign * dl > 0 holds whenever a crossing happens (the reference stays within one threshold
             # of the previous frame); the guard only protects against float rounding
-            cnt = np.where((excess >= c) & (sign * dl > 0), np.floor(excess / c), 0).astype(np.int64)
-            pix = np.flatnonzero(cnt)
-            if pix.size == 0:
-                continue
-            counts = cnt[pix]
-            rep = np.repeat(pix, counts)
+            ok = (cnt > 0) & (sign * dl > 0)
+            pix, counts, sign, c, dl = cand[ok], cnt[ok], sign[ok], c[ok], dl[ok]
+        if cand.size and pix.size:
+            j = np.repeat(np.arange(pix.size), counts)  # event -> index into pix
             starts = np.cumsum(counts) - counts
-            idx = np.arange(rep.size) - np.repeat(starts, counts)  # 0-based crossing index per pixel
-            levels = ref[rep] + sign * (idx + 1) * c[rep]
-            te = t0 + (levels - l0[rep]) / dl[rep] * (t1 - t0)
-            ref[pix] += sign * counts * c[pix]
-            keep = np.ones(rep.size, dtype=bool)
+            idx = np.arange(j.size) - starts[j]  # 0-based crossing index within the pixel
+            levels = ref[pix][j] + sign[j] * (idx + 1) * c[j]
+            te = t0 + (levels - l0[pix][j]) / dl[j] * (t1 - t0)
+            ref[pix] += sign * counts * c
+            keep = np.ones(j.size, dtype=bool)
             if refractory > 0:
                 # crossings of one pixel within an interval are evenly spaced by `gap`: keep the first one
                 # past the refractory of the previous event, then every `step`-th one
-                gap = c[rep] / np.abs(dl[rep]) * (t1 - t0)
+                gap = (c / np.abs(dl) * (t1 - t0))[j]
                 first = te - idx * gap
-                i0 = np.maximum(np.ceil((last_t[rep] + refractory - first) / gap - 1e-9), 0)
+                i0 = np.maximum(np.ceil((last_t[pix][j] + refractory - first) / gap - 1e-9), 0)
                 step = np.maximum(np.ceil(refractory / gap - 1e-9), 1)
                 keep = (idx >= i0) & (np.mod(idx - i0, step) == 0)
-                kr, kt = rep[keep], te[keep]
-                if kr.size:
-                    is_last = np.r_[kr[1:] != kr[:-1], True]
-                    last_t[kr[is_last]] = kt[is_last]
-            parts.append(make_events(te[keep], rep[keep] % w, rep[keep] // w, np.full(int(keep.sum()), sign)))
+                kj, kt = j[keep], te[keep]
+                if kj.size:
+                    is_last = np.r_[kj[1:] != kj[:-1], True]
+                    last_t[pix[kj[is_last]]] = kt[is_last]
+            kp = pix[j[keep]]
+            parts.append(make_events(te[keep], kp % w, kp // w, sign[j[keep]]))
         if noise_rate > 0:
             m = rng.poisson(noise_rate * h * w * (t1 - t0))
-            pix = rng.integers(0, h * w, m)
+            npix = rng.integers(0, h * w, m)
             parts.append(
                 make_events(
-                    rng.uniform(t0, t1, m), pix % w, pix // w, rng.choice(np.array([-1, 1], np.int8), m)
+                    rng.uniform(t0, t1, m), npix % w, npix // w, rng.choice(np.array([-1, 1], np.int8), m)
                 )
             )
         if parts:
