@@ -10,6 +10,9 @@ Batches are dicts of numpy arrays (docs/architecture.md):
   int32, ``mask``. The m frames come from the K stored ones as the public loaders pick them: every 4th
   frame from a random offset, then m spread from its first to its last frame (offset 0 for evaluation).
 
+Evaluation batches also carry ``index`` int32 ``(B,)``: the record's position in the split (for
+per-example outputs; padding rows repeat a real index with ``mask`` False).
+
 Config fields read: ``data.{dataset, dir, num_frames, image_size, num_workers, augment}``,
 ``train.batch_size``, ``eval.batch_size``, ``seed``.
 """
@@ -133,11 +136,10 @@ class _PaddedSource:
 
     def __getitem__(self, k: int):
         i = int(self.indices[k])
-        if i < 0:
-            ex = dict(self.source[-i - 1])
-            ex["__pad__"] = True
-            return ex
-        return self.source[i]
+        ex = dict(self.source[i if i >= 0 else -i - 1])
+        ex["__pad__"] = i < 0
+        ex["__index__"] = i if i >= 0 else -i - 1
+        return ex
 
 
 def _process(process_index, process_count) -> tuple[int, int]:
@@ -251,8 +253,8 @@ def make_eval_iterator(
     return _EvalLoader(loader, num_batches, len(mine))
 
 
-def _pad_flag(element) -> bool:
-    return bool(element.pop("__pad__", False))
+def _pop_meta(element) -> tuple[bool, int]:
+    return bool(element.pop("__pad__", False)), int(element.pop("__index__", -1))
 
 
 class _KeepPadMap(grain.transforms.Map):
@@ -262,9 +264,9 @@ class _KeepPadMap(grain.transforms.Map):
         self.spec = spec
 
     def map(self, element):
-        pad = _pad_flag(element)
+        pad, index = _pop_meta(element)
         out = _to_model_inputs(element, self.spec, None)
-        out["__pad__"] = np.bool_(pad)
+        out["__pad__"], out["index"] = np.bool_(pad), np.int32(index)
         return out
 
 
@@ -275,7 +277,7 @@ class _KeepPadRandomMap(grain.transforms.RandomMap):
         self.spec = spec
 
     def random_map(self, element, rng: np.random.Generator):
-        pad = _pad_flag(element)
+        pad, index = _pop_meta(element)
         out = _to_model_inputs(element, self.spec, rng)
-        out["__pad__"] = np.bool_(pad)
+        out["__pad__"], out["index"] = np.bool_(pad), np.int32(index)
         return out
