@@ -148,7 +148,11 @@ class RunCheckpoints:
 
     def save(self, which: str, step: int, state: Any, iter_state: Any, meta: dict) -> None:
         """Saves (asynchronously for arrays; the host copy is taken before returning)."""
-        self._manager(which).save(
+        mgr = self._manager(which)
+        if int(step) in mgr.all_steps():  # same step, newer bookkeeping (e.g. saved again on SIGTERM)
+            mgr.wait_until_finished()
+            mgr.delete(int(step))
+        mgr.save(
             int(step),
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(flatten_state(state)),
@@ -168,14 +172,21 @@ class RunCheckpoints:
         """Returns ``(state, iter_state, meta)``; ``state`` takes ``target_state``'s structure and shardings."""
         mgr = self._manager(which)
         flat_target = flatten_state(target_state)
-        restored = mgr.restore(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(flat_target)),
-                data_iter=IterStateRestore(),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
+        try:
+            restored = mgr.restore(
+                int(step),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_abstract(flat_target)),
+                    data_iter=IterStateRestore(),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+        except ValueError as e:  # orbax lists every differing leaf: keep the user's message short
+            if "do not match" not in str(e) and "mismatch" not in str(e):
+                raise
+            raise ValueError(
+                f"checkpoint {step} does not match the model (another model, config or EMA setting?)"
+            ) from None
         state = unflatten_state(target_state, dict(restored["state"]))
         return state, restored["data_iter"], dict(restored["meta"])
 

@@ -138,7 +138,7 @@ def train(
       progress: show the tqdm bar.
 
     Returns ``{"status": "finished"|"early_stopped"|"interrupted"|"stopped", "step", "best_uar",
-    "best_step", "last_eval"}``. Raises ``NonFiniteLossError`` on a NaN/Inf loss and ``ValueError`` on
+    "best_step", "last_eval", "signal"}`` (``signal``: the signal number after SIGINT / SIGTERM). Raises ``NonFiniteLossError`` on a NaN/Inf loss and ``ValueError`` on
     an inconsistent config.
     """
     mesh_lib.maybe_initialize_distributed()
@@ -206,9 +206,14 @@ def train(
     else:
         bar.write(f"resuming {config.model.name} from step {start} of {total}")
 
+    saved = {"latest": (start, "resumed") if latest is not None else None, "best": None}
+
     def save(which: str, step: int, status: str) -> None:
+        if saved[which] is not None and saved[which][0] == step and status in (saved[which][1], "running"):
+            return  # this exact step is on disk already
         meta = {"early_stopping": stopper.to_dict(), "status": status, "last_eval": last_eval, "step": step}
         ckpts.save(which, step, state, train_iter.get_state(), meta)
+        saved[which] = (step, status)
 
     def run_eval(step: int) -> dict:
         split = config.data.eval_split
@@ -265,6 +270,7 @@ def train(
             )
 
     status = "finished"
+    signum = None
     pending = None  # (step, metrics) of the step before: checked one step late so dispatch stays async
     clips_s = 0.0
     t_last = time.perf_counter()
@@ -277,6 +283,7 @@ def train(
                         check(*pending, clips_s)
                         pending = None
                     status = "interrupted" if flag.signum is not None else "stopped"
+                    signum = flag.signum
                     save("latest", step, status)
                     break
                 batch = next(train_iter)
