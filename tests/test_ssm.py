@@ -241,11 +241,12 @@ def test_no_nan_or_inf_at_length_65536_with_large_delta():
     np.testing.assert_allclose(y_chunk, y_seq, rtol=1e-5, atol=1e-4)
 
 
-def test_chunked_and_sequential_memory_do_not_grow_with_length_times_state():
+@pytest.mark.slow  # six XLA compiles; the benchmark reports the same memory figures
+def test_chunked_and_sequential_memory_grow_by_less_than_a_state_per_token():
     # Temp memory per extra token, from XLA's compiled memory analysis: the associative scan stores
-    # (length, d, n) decays and states; the chunked and sequential forms only (length, d + n) copies of
-    # their inputs and outputs, well under one (d, n) state per token.
-    b, d, n, chunk = 1, 64, 16, 64
+    # (length, d, n) decays and states; the chunked and sequential forms grow only by (length, d + n)
+    # copies of inputs and outputs (the chunked one adds a constant for its (chunk, d, n) work).
+    b, d, n, chunk = 1, 16, 64, 64
     state_bytes = d * n * 4
 
     def temp_bytes(method, length):
@@ -373,7 +374,7 @@ def test_mamba_layer_is_residual_and_trainable():
     def loss(model):
         return jnp.mean(model(x) ** 2)
 
-    grads = nnx.grad(loss)(layer)
+    grads = nnx.jit(nnx.grad(loss))(layer)
     for path, g in nnx.to_flat_state(grads):
         assert np.all(np.isfinite(np.asarray(g[...]))), path
     assert np.abs(np.asarray(grads["mixer"]["A_b_log"][...])).sum() > 0
