@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +272,6 @@ def train(
     signum = None
     pending = None  # (step, metrics) of the step before: checked one step late so dispatch stays async
     clips_s = 0.0
-    t_last = time.perf_counter()
     try:
         with _StopFlag() as flag:
             step = start
@@ -294,10 +292,8 @@ def train(
                 log_now = step % lengths["log_every"] == 0 or step == total
                 pending = (step, m_dev, log_now)
                 if log_now:
-                    now = time.perf_counter()
                     m_host = jax.device_get(m_dev)
                     clips_s = bar.update(step, float(m_host["loss"]), float(m_host["lr"]))
-                    t_last = now
                 do_eval = step % lengths["eval_every"] == 0 or step == total
                 do_ckpt = step % lengths["checkpoint_every"] == 0 or step == total
                 if do_eval or do_ckpt:
@@ -319,15 +315,16 @@ def train(
             if pending:
                 check(*pending, clips_s)
     finally:
-        del t_last
         bar.close()
         writer.close()
         ckpts.wait()
         ckpts.close()
-    return _summary(status, int(step), stopper, last_eval)
+    return _summary(status, int(step), stopper, last_eval, signum)
 
 
-def _summary(status: str, step: int, stopper: EarlyStopping, last_eval: dict | None) -> dict[str, Any]:
+def _summary(
+    status: str, step: int, stopper: EarlyStopping, last_eval: dict | None, signum: int | None = None
+) -> dict[str, Any]:
     best = stopper.best if math.isfinite(stopper.best) else None
     return {
         "status": status,
@@ -335,4 +332,5 @@ def _summary(status: str, step: int, stopper: EarlyStopping, last_eval: dict | N
         "best_uar": best,
         "best_step": stopper.best_step,
         "last_eval": last_eval,
+        "signal": signum,
     }

@@ -47,8 +47,12 @@ def maybe_initialize_distributed() -> bool:
 
 
 def make_mesh() -> Mesh:
-    """A 1-d ``('data',)`` mesh over all devices of all processes."""
-    return jax.make_mesh((jax.device_count(),), ("data",))
+    """A 1-d ``('data',)`` mesh over all devices of all processes.
+
+    Auto axis type: XLA propagates the batch sharding through the model, so model code needs no
+    sharding annotations (with Explicit axes every reshape of a sharded batch would need one).
+    """
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
