@@ -6,7 +6,7 @@ Public signature (pinned; notebooks and the demo call it)::
 
 Running it again on the same ``workdir`` resumes from the newest checkpoint exactly (parameters,
 optimizer, EMA, BatchNorm statistics, dropout RNG, early-stopping state, data-iterator position).
-Workdir layout: ``config.json`` (resolved config), ``metrics.jsonl``, ``tb/`` (TensorBoard),
+Workdir layout: ``config.json`` (resolved config), ``manifest.json`` (the shards' manifest), ``metrics.jsonl``, ``tb/`` (TensorBoard),
 ``checkpoints/{latest,best}/<step>/``, ``figures/{confusion,curves}.png``, ``eval_<split>.json`` (the
 latest evaluation).
 """
@@ -150,6 +150,8 @@ def train(
     pidx, pcount = jax.process_index(), jax.process_count()
 
     manifest = data.manifest(config)
+    if pidx == 0:  # predict needs class names and preprocessing settings even when the shards are gone
+        (workdir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     class_names = list(manifest.get("class_names") or [str(i) for i in range(config.model.num_classes)])
     lighting_names = manifest.get("lighting_names")
     class_counts = (manifest.get("class_counts") or {}).get(config.data.train_split)
