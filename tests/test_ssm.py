@@ -170,7 +170,7 @@ def test_initial_and_last_state_compose(reverse):
         np.testing.assert_allclose(np.asarray(y_all[:, second]), np.asarray(y2), **TOL)
 
 
-def test_gradients_of_every_input_agree_between_methods():
+def test_gradients_of_every_input_agree_between_methods(monkeypatch):
     inp = make_inputs(4, 2, 11, 3, 2)
     names = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "x0"]
     x0 = np.random.default_rng(5).normal(size=(2, 3, 2)).astype(np.float32)  # (b, d, n) initial state
@@ -186,10 +186,20 @@ def test_gradients_of_every_input_agree_between_methods():
             total = total + jnp.sum(y * w[i]) + jnp.sum(last**2)
         return total
 
-    grads = {
-        m: jax.jit(jax.grad(functools.partial(loss, m), argnums=tuple(range(9))))(*args) for m in METHODS
+    value_and_grad = {
+        m: jax.jit(jax.value_and_grad(functools.partial(loss, m), argnums=tuple(range(9))))(*args)
+        for m in METHODS
     }
-    for m in METHODS:
+    # the sequential method's rematerialised blocks (used above 128 tokens), here 4 tokens with a
+    # padded last block
+    monkeypatch.setattr(ssm, "SEQUENTIAL_BLOCK", 4)
+    value_and_grad["blocked"] = jax.jit(
+        jax.value_and_grad(functools.partial(loss, "sequential"), argnums=tuple(range(9)))
+    )(*args)
+    monkeypatch.undo()
+    grads = {m: g for m, (_, g) in value_and_grad.items()}
+    for m in grads:
+        np.testing.assert_allclose(value_and_grad[m][0], value_and_grad["sequential"][0], rtol=1e-5)
         for name, g_ref, g in zip(names, grads["sequential"], grads[m], strict=True):
             chex.assert_shape(g, g_ref.shape)
             assert np.all(np.isfinite(np.asarray(g))), (m, name)

@@ -53,6 +53,8 @@ METHODS: tuple[str, ...] = ("associative", "sequential", "chunked")
 AUTO_METHOD: dict[str, str] = {"cpu": "sequential", "gpu": "chunked", "tpu": "chunked"}
 # lax.scan unroll for the sequential method: measured no faster on CPU at 2-16 and compiles much slower.
 SEQUENTIAL_UNROLL = 1
+# Tokens per rematerialised block of the sequential method (bounds its backward-pass memory).
+SEQUENTIAL_BLOCK = 128
 
 
 class SSMParam(nnx.Param):
@@ -99,7 +101,12 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
 
 
 def _scan_sequential(delta, u, A, B, C, x0, reverse: bool):
-    """lax.scan over time. Inputs float32 channels-last; returns y (b, l, d) without D/z, last state."""
+    """lax.scan over time. Inputs float32 channels-last; returns y (b, l, d) without D/z, last state.
+
+    Longer sequences run as a scan over blocks of ``SEQUENTIAL_BLOCK`` tokens whose body is
+    rematerialised in the backward pass: autodiff of a plain scan keeps a few (batch, d, n) residuals
+    per token, i.e. O(length * d * n) memory; blocked, it keeps one state per block plus one block.
+    """
 
     def step(x, inp):
         d_t, u_t, b_t, c_t = inp  # (b, d), (b, d), (b, n), (b, n)
@@ -108,8 +115,23 @@ def _scan_sequential(delta, u, A, B, C, x0, reverse: bool):
 
     # time-major so each step slices contiguous rows
     xs = tuple(jnp.swapaxes(t, 0, 1) for t in (delta, u, B, C))
-    unroll = max(1, min(SEQUENTIAL_UNROLL, u.shape[1]))
-    last, ys = lax.scan(step, x0, xs, reverse=reverse, unroll=unroll)
+    length = u.shape[1]
+    if length <= SEQUENTIAL_BLOCK:
+        last, ys = lax.scan(step, x0, xs, reverse=reverse, unroll=SEQUENTIAL_UNROLL)
+        return jnp.swapaxes(ys, 0, 1), last
+    num_blocks = -(-length // SEQUENTIAL_BLOCK)
+    pad = num_blocks * SEQUENTIAL_BLOCK - length
+    # delta = 0 pads are identity steps (decay 1, input 0) in either direction; their outputs are dropped
+    xs = tuple(
+        jnp.pad(t, ((0, pad), (0, 0), (0, 0))).reshape(num_blocks, SEQUENTIAL_BLOCK, *t.shape[1:]) for t in xs
+    )
+
+    @jax.checkpoint
+    def block(x, blk):
+        return lax.scan(step, x, blk, reverse=reverse, unroll=SEQUENTIAL_UNROLL)
+
+    last, ys = lax.scan(block, x0, xs, reverse=reverse)
+    ys = ys.reshape(num_blocks * SEQUENTIAL_BLOCK, *ys.shape[2:])[:length]
     return jnp.swapaxes(ys, 0, 1), last
 
 
