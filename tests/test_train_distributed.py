@@ -28,8 +28,8 @@ print("SUMMARY " + json.dumps({{k: summary[k] for k in ("status", "step", "signa
 """
 
 
-def _popen(workdir, devices: int = 1, **train):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _popen(workdir, devices: int = 1, env_extra: dict | None = None, **train):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}))
     env.pop("XLA_FLAGS", None)
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
@@ -87,3 +87,35 @@ def test_four_devices_match_one_device(tmp_path):
     np.testing.assert_allclose(loss[4], loss[1], rtol=1e-4, atol=1e-5)
     uar = {d: [r["uar"] for r in rows if r["split"] == "test"] for d, rows in runs.items()}
     np.testing.assert_allclose(uar[4], uar[1], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_cpu_rehearsal(tmp_path):
+    """The documented multi-host rehearsal: 2 JAX processes (gloo) on this machine share one run."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [
+        _popen(
+            tmp_path,
+            env_extra={
+                "FER_JAX_COORDINATOR": f"127.0.0.1:{port}",
+                "FER_JAX_NUM_PROCESSES": "2",
+                "FER_JAX_PROCESS_ID": str(i),
+            },
+            num_steps=4,
+            eval_every_steps=2,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    summaries = [_summary(out) for out, _ in outs]
+    assert summaries[0] == summaries[1] and summaries[0]["status"] == "finished"
+    iter_files = sorted(
+        x.name for x in (tmp_path / "checkpoints" / "latest" / "4" / "data_iter").glob("*.json")
+    )
+    assert iter_files == ["process_0-of-2.json", "process_1-of-2.json"]

@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 from fer_jax import metrics as metrics_lib
 from fer_jax.training import mesh as mesh_lib
 
-BATCH_KEYS = ("label", "mask", "lighting")
+BATCH_KEYS = ("label", "mask", "lighting", "index")  # index: position in the split (pipeline)
 
 
 def device_batch(batch: dict, input_names: Sequence[str], mesh: Mesh) -> dict:

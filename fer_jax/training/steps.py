@@ -99,7 +99,7 @@ def make_train_step(
 
 def make_eval_step(defs: ModelDefs, input_names: Sequence[str]) -> Callable:
     """Returns ``eval_step(params, rest, batch) -> outputs``: ``probs`` (B, C), ``pred`` (B,), the batch's
-    ``label``/``mask``/``lighting`` passed through, and ``stats/<name>`` for the model's stats."""
+    ``label``/``mask``/``lighting``/``index`` passed through, and ``stats/<name>`` for the model's stats."""
     input_names = tuple(input_names)
 
     def eval_step(params, rest, batch):
@@ -107,7 +107,7 @@ def make_eval_step(defs: ModelDefs, input_names: Sequence[str]) -> Callable:
         out = model(**{k: batch[k] for k in input_names})
         logits = out["logits"].astype(jnp.float32)
         res = {"probs": jax.nn.softmax(logits, -1), "pred": jnp.argmax(logits, -1).astype(jnp.int32)}
-        for k in ("label", "mask", "lighting"):
+        for k in ("label", "mask", "lighting", "index"):
             if k in batch:
                 res[k] = batch[k]
         for k, v in (out.get("stats") or {}).items():
