@@ -111,7 +111,7 @@ def test_two_process_cpu_rehearsal(tmp_path):
         for i in range(2)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     summaries = [_summary(out) for out, _ in outs]
     assert summaries[0] == summaries[1] and summaries[0]["status"] == "finished"
