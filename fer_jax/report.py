@@ -1,0 +1,274 @@
+"""Collect evaluated runs into one Markdown report and a JSON summary (what ``make demo`` ends with).
+
+``python -m fer_jax.report --out runs/demo/report.md --run mambafer=runs/demo/mambafer ...`` reads each
+run's ``eval/<split>-<checkpoint>/metrics.json`` (written by ``python -m fer_jax.evaluate``), links the
+figures found in the run (confusion matrix, training curves, Grad-CAM strips, expert usage), writes
+``report.md`` and ``summary.json`` beside it and prints a summary table. Targets given with
+``--target NAME.METRIC>=VALUE`` are measured and reported as met or missed, never adjusted.
+``--compare-lighting A,B,CONDITION,MARGIN`` reports run A's minus run B's accuracy under one lighting
+condition (the paper-2 finding that events help in low light).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    """A threshold a run's metric should reach, e.g. ``mambafer.uar>=0.80``."""
+
+    run: str
+    metric: str
+    threshold: float
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        m = re.fullmatch(r"\s*([\w-]+)\.([\w.]+)\s*>=\s*([0-9.]+)\s*", text)
+        if not m:
+            raise ValueError(f"bad --target {text!r}: expected RUN.METRIC>=VALUE")
+        return cls(m.group(1), m.group(2), float(m.group(3)))
+
+
+def find_metrics(workdir: Path, split: str = "test", checkpoint: str = "best") -> Path:
+    """The metrics.json that ``evaluate`` wrote for ``split``/``checkpoint`` in ``workdir``."""
+    path = workdir / "eval" / f"{split}-{checkpoint}" / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: run `python -m fer_jax.evaluate --workdir {workdir}` first"
+        )
+    return path
+
+
+def _lookup(metrics: dict, dotted: str) -> float | None:
+    node: Any = metrics
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if node is None else float(node)
+
+
+def machine_description() -> str:
+    """One line naming the machine the numbers came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import jax
+
+        backend = f"jax {jax.__version__} on {jax.default_backend()} ({jax.device_count()} device(s))"
+    except Exception:  # the report must still be written without a working jax
+        backend = "jax unavailable"
+    return f"{cpu}, {os.cpu_count()} cores, {backend}, {platform.system()} {platform.release()}"
+
+
+def _figures(workdir: Path, out_dir: Path) -> list[tuple[str, str]]:
+    """(caption, relative path) for every PNG a run produced, training figures first."""
+    found = sorted(p for p in workdir.rglob("*.png") if "checkpoints" not in p.parts)
+    order = {"curves": 0, "confusion": 1}
+
+    def key(p: Path) -> tuple[int, str]:
+        return (min((v for k, v in order.items() if k in p.stem), default=2), str(p))
+
+    return [(p.relative_to(workdir).as_posix(), os.path.relpath(p, out_dir)) for p in sorted(found, key=key)]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def build_report(
+    runs: dict[str, Path],
+    *,
+    out: Path,
+    split: str = "test",
+    checkpoint: str = "best",
+    targets: list[Target] = (),
+    lighting_comparisons: list[tuple[str, str, str, float]] = (),
+    elapsed_s: float | None = None,
+    title: str = "fer_jax demo report",
+) -> dict[str, Any]:
+    """Writes ``out`` (Markdown) and ``summary.json`` beside it; returns the summary."""
+    out_dir = out.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {name: json.loads(find_metrics(wd, split, checkpoint).read_text()) for name, wd in runs.items()}
+    summary: dict[str, Any] = {
+        "machine": machine_description(),
+        "split": split,
+        "checkpoint": checkpoint,
+        "elapsed_s": None if elapsed_s is None else round(elapsed_s, 1),
+        "models": {},
+        "targets": [],
+        "lighting_comparisons": [],
+    }
+    for name, m in metrics.items():
+        entry = {
+            "workdir": str(runs[name]),
+            "war": m["war"],
+            "uar": m["uar"],
+            "macro_f1": m.get("macro_f1"),
+            "num_examples": m.get("num_examples"),
+            "checkpoint_step": m.get("checkpoint_step"),
+            "per_class": m.get("per_class", {}),
+        }
+        if m.get("per_lighting"):
+            entry["per_lighting"] = m["per_lighting"]
+        summary["models"][name] = entry
+    for t in targets:
+        value = _lookup(metrics.get(t.run, {}), t.metric)
+        summary["targets"].append(
+            {
+                "target": f"{t.run}.{t.metric} >= {t.threshold}",
+                "value": value,
+                "met": value is not None and value >= t.threshold,
+            }
+        )
+    for a, b, cond, margin in lighting_comparisons:
+        va = _lookup(metrics.get(a, {}), f"per_lighting.{cond}")
+        vb = _lookup(metrics.get(b, {}), f"per_lighting.{cond}")
+        gap = None if va is None or vb is None else va - vb
+        summary["lighting_comparisons"].append(
+            {
+                "condition": cond,
+                a: va,
+                b: vb,
+                "difference": gap,
+                "target": f"{a} - {b} >= {margin}",
+                "met": gap is not None and gap >= margin,
+            }
+        )
+
+    lines = [f"# {title}", "", f"Machine: {summary['machine']}."]
+    if elapsed_s is not None:
+        lines.append(f"Wall time of the whole run: {elapsed_s / 60:.1f} min.")
+    lines += [
+        f"Split `{split}`, checkpoint `{checkpoint}`. Every number below is read from the runs' `metrics.json`.",
+        "",
+        "## Summary",
+        "",
+        "| model | WAR % | UAR % | macro-F1 % | examples |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, e in summary["models"].items():
+        lines.append(
+            f"| {name} | {_pct(e['war'])} | {_pct(e['uar'])} | {_pct(e['macro_f1'])} | {e['num_examples']} |"
+        )
+    if summary["targets"] or summary["lighting_comparisons"]:
+        lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|---|"]
+        for t in summary["targets"]:
+            lines.append(f"| {t['target']} | {_pct(t['value'])} % | {'yes' if t['met'] else '**no**'} |")
+        for c in summary["lighting_comparisons"]:
+            lines.append(
+                f"| {c['target']} ({c['condition']} light) | {_pct(c['difference'])} points | "
+                f"{'yes' if c['met'] else '**no**'} |"
+            )
+    lit = {n: e["per_lighting"] for n, e in summary["models"].items() if "per_lighting" in e}
+    if lit:
+        conds = list(next(iter(lit.values())))
+        lines += ["", "## Accuracy per lighting condition (%)", ""]
+        lines += ["| model | " + " | ".join(conds) + " |", "|---|" + "---:|" * len(conds)]
+        for n, pl in lit.items():
+            lines.append(f"| {n} | " + " | ".join(_pct(pl.get(c)) for c in conds) + " |")
+    for name, e in summary["models"].items():
+        lines += ["", f"## {name}", "", f"Run folder: `{e['workdir']}`.", ""]
+        lines += ["| class | recall % |", "|---|---:|"]
+        lines += [f"| {c} | {_pct(r)} |" for c, r in e["per_class"].items()]
+        for caption, rel in _figures(Path(e["workdir"]), out_dir):
+            lines += ["", f"![{name}: {caption}]({rel})"]
+    out.write_text("\n".join(lines) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The table printed at the end of ``make demo``."""
+    rows = [f"{'model':<16}{'WAR %':>8}{'UAR %':>8}  low-light %"]
+    for name, e in summary["models"].items():
+        low = e.get("per_lighting", {}).get("low")
+        rows.append(f"{name:<16}{_pct(e['war']):>8}{_pct(e['uar']):>8}  {_pct(low):>10}")
+    for t in summary["targets"]:
+        rows.append(f"target {t['target']}: measured {_pct(t['value'])} -> {'met' if t['met'] else 'MISSED'}")
+    for c in summary["lighting_comparisons"]:
+        rows.append(
+            f"target {c['target']} under {c['condition']} light: measured {_pct(c['difference'])} points -> "
+            f"{'met' if c['met'] else 'MISSED'}"
+        )
+    if summary.get("elapsed_s") is not None:
+        rows.append(f"total wall time {summary['elapsed_s'] / 60:.1f} min on {summary['machine']}")
+    return "\n".join(rows)
+
+
+def _parse_run(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"bad --run {text!r}: expected NAME=WORKDIR")
+    return name, Path(path)
+
+
+def _parse_comparison(text: str) -> tuple[str, str, str, float]:
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise ValueError(f"bad --compare-lighting {text!r}: expected RUN_A,RUN_B,CONDITION,MARGIN")
+    return parts[0], parts[1], parts[2], float(parts[3])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fer_jax.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="report path, e.g. runs/demo/report.md")
+    parser.add_argument("--run", action="append", default=[], help="NAME=WORKDIR (repeat)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--checkpoint", default="best")
+    parser.add_argument(
+        "--target", action="append", default=[], help="RUN.METRIC>=VALUE, e.g. mambafer.uar>=0.8"
+    )
+    parser.add_argument(
+        "--compare-lighting",
+        action="append",
+        default=[],
+        help="RUN_A,RUN_B,CONDITION,MARGIN (accuracy points / 100)",
+    )
+    parser.add_argument(
+        "--started", type=float, default=None, help="UNIX time the whole run started (for wall time)"
+    )
+    parser.add_argument("--title", default="fer_jax demo report")
+    args = parser.parse_args(argv)
+    try:
+        if not args.run:
+            raise ValueError("give at least one --run NAME=WORKDIR")
+        runs = dict(_parse_run(r) for r in args.run)
+        summary = build_report(
+            runs,
+            out=Path(args.out),
+            split=args.split,
+            checkpoint=args.checkpoint,
+            targets=[Target.parse(t) for t in args.target],
+            lighting_comparisons=[_parse_comparison(c) for c in args.compare_lighting],
+            elapsed_s=None if args.started is None else time.time() - args.started,
+            title=args.title,
+        )
+    except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    print(f"wrote {args.out} and {Path(args.out).parent / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The demo report: numbers come from the runs' metrics.json, targets are measured not assumed."""
+
+import json
+
+import pytest
+
+from fer_jax import report
+
+
+def _run(tmp_path, name, war, uar, per_lighting=None):
+    wd = tmp_path / name
+    d = wd / "eval" / "test-best"
+    d.mkdir(parents=True)
+    m = {
+        "war": war,
+        "uar": uar,
+        "macro_f1": uar - 0.01,
+        "num_examples": 40,
+        "checkpoint_step": 100,
+        "per_class": {"happy": 0.9, "sad": 0.5},
+    }
+    if per_lighting:
+        m["per_lighting"] = per_lighting
+    (d / "metrics.json").write_text(json.dumps(m))
+    (wd / "figures").mkdir()
+    (wd / "figures" / "curves.png").write_bytes(b"\x89PNG")
+    return wd
+
+
+def test_report_measures_targets_and_lighting_gap(tmp_path):
+    a = _run(tmp_path, "both", 0.9, 0.88, {"normal": 0.95, "low": 0.90})
+    b = _run(tmp_path, "rgb", 0.8, 0.79, {"normal": 0.94, "low": 0.70})
+    out = tmp_path / "out" / "report.md"
+    s = report.build_report(
+        {"both": a, "rgb": b},
+        out=out,
+        targets=[report.Target.parse("both.uar>=0.85"), report.Target.parse("rgb.uar>=0.85")],
+        lighting_comparisons=[("both", "rgb", "low", 0.05)],
+    )
+    assert [t["met"] for t in s["targets"]] == [True, False]
+    comp = s["lighting_comparisons"][0]
+    assert comp["difference"] == pytest.approx(0.20)
+    assert comp["met"]
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["models"]["both"]["uar"] == 0.88
+    assert saved["models"]["rgb"]["per_lighting"]["low"] == 0.70
+    text = out.read_text()
+    assert "| both | 90.0 | 88.0 |" in text
+    assert "../both/figures/curves.png" in text
+    assert "**no**" in text  # the missed target is shown as missed
+
+
+def test_missing_lighting_is_not_met(tmp_path):
+    a = _run(tmp_path, "a", 0.5, 0.5)
+    s = report.build_report({"a": a}, out=tmp_path / "r.md", lighting_comparisons=[("a", "a", "low", 0.0)])
+    assert s["lighting_comparisons"][0]["difference"] is None
+    assert not s["lighting_comparisons"][0]["met"]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert report.main(["--out", str(tmp_path / "r.md"), "--run", f"x={tmp_path / 'nope'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+    assert report.main(["--out", str(tmp_path / "r.md"), "--run", "bad"]) == 2
+    with pytest.raises(ValueError):
+        report.Target.parse("uar>0.8")
