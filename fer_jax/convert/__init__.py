@@ -176,7 +176,7 @@ def convert_state_dict(
             f"state dict does not match {arch}: " + _listing("shape mismatches", mismatched)
         )
     for path, value in values.items():
-        _variable_at(model, path)[...] = jnp.asarray(value)
+        _variable_at(model, path).set_value(jnp.asarray(value))
     return model
 
 
@@ -291,7 +291,7 @@ def load_backbone_into(
         raise ConversionError(f"checkpoint {directory} does not fit the module{hint}: " + "; ".join(parts))
     for k, var in own.items():
         if k not in skipped:
-            var[...] = jnp.asarray(ckpt[k], dtype=var[...].dtype)
+            var.set_value(jnp.asarray(ckpt[k], dtype=var[...].dtype))
     return module
 
 

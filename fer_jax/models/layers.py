@@ -158,8 +158,10 @@ class BatchNorm(nnx.Module):
             n = x.size // x.shape[-1]
             unbiased = var * (n / max(n - 1, 1))
             m = self.momentum
-            self.mean[...] = m * self.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean)
-            self.var[...] = m * self.var[...] + (1.0 - m) * jax.lax.stop_gradient(unbiased)
+            # set_value, not `[...] =`: the latter probes the tracer's sharding, which costs ~25 ms of
+            # tracing per BatchNorm (an error message is built and dropped) and may add a scatter
+            self.mean.set_value(m * self.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean))
+            self.var.set_value(m * self.var[...] + (1.0 - m) * jax.lax.stop_gradient(unbiased))
         inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
         return (x - mean) * inv + self.bias[...]
 

@@ -42,7 +42,13 @@ def build(arch: str, **kwargs) -> torch.nn.Module:
 
 def pooled_and_logits(model: torch.nn.Module, x_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     captured = {}
-    hook = model.avgpool.register_forward_hook(lambda m, i, o: captured.setdefault("p", o.flatten(1)))
+
+    def hook_fn(module, inputs, output) -> None:
+        # a copy, and return None: a hook's return value replaces the module's output, and EfficientNet's
+        # classifier Dropout(inplace=True) would then overwrite what we captured
+        captured["p"] = output.flatten(1).clone()
+
+    hook = model.avgpool.register_forward_hook(hook_fn)
     with torch.no_grad():
         logits = model(torch.from_numpy(x_nhwc).permute(0, 3, 1, 2).contiguous())
     hook.remove()
