@@ -20,7 +20,11 @@ _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "hide the progress bar")
 
 
 def _parse(argv: list[str]) -> list[str]:
-    """absl flag parsing with a one-line error instead of a usage dump."""
+    """absl flag parsing with a one-line error instead of a usage dump; ``--help`` exits 0."""
+    if any(a in ("-h", "--help", "--helpshort", "-?") for a in argv[1:]):
+        print(__doc__)
+        print(flags.FLAGS.module_help(sys.modules[__name__]))
+        sys.exit(0)
     try:
         return flags.FLAGS(argv)
     except Exception as e:  # flags.Error, or the config file's own failure (missing get_config, bad override)

@@ -1,0 +1,51 @@
+"""evaluate / interpret CLIs and helpers that need no trained run (the trained-run cases live in
+test_train.py, which trains once and evaluates it several ways)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_jax.evaluate import format_tables
+from fer_jax.interpret.__main__ import expert_usage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_expert_usage_statistics():
+    # 4 examples, 3 experts, top-2 routing (one expert at 0 per row)
+    w = np.array([[0.6, 0.4, 0.0], [0.5, 0.0, 0.5], [0.0, 0.7, 0.3], [0.2, 0.8, 0.0]])
+    u = expert_usage({"stats/expert_weights": w, "label": np.array([0, 0, 1, 1])}, ["a", "b"])
+    assert u["mean_weight"] == pytest.approx([1.3 / 4, 1.9 / 4, 0.8 / 4])
+    assert u["selected_fraction"] == pytest.approx([0.75, 0.75, 0.5])
+    assert u["per_class_mean_weight"]["a"] == pytest.approx([0.55, 0.2, 0.25])
+    assert expert_usage({"label": np.array([0])}, ["a"]) is None
+
+
+def test_format_tables_lists_every_class_and_condition():
+    m = {
+        "checkpoint_step": 7, "split": "test", "num_examples": 3, "war": 2 / 3, "uar": 0.5, "macro_f1": 0.4,
+        "per_class": {"happy": 1.0, "sad": None}, "per_lighting": {"low": 0.5},
+    }  # fmt: skip
+    text = format_tables(m)
+    assert "66.67" in text and "happy" in text and "sad" in text and "low" in text
+
+
+@pytest.mark.parametrize(
+    "module", ["fer_jax.evaluate", "fer_jax.predict", "fer_jax.interpret", "fer_jax.train"]
+)
+def test_cli_help(module):
+    r = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0 and "workdir" in r.stdout.lower()
+
+
+def test_evaluate_rejects_bad_passes():
+    r = subprocess.run(
+        [sys.executable, "-m", "fer_jax.evaluate", "--workdir", ".", "--passes", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: --passes must be >= 1"]
