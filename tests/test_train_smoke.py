@@ -48,7 +48,7 @@ def test_demo_config_trains_and_evaluates(name, request, tmp_path):
     assert m["num_examples"] > 0 and int(np.sum(m["confusion"])) == m["num_examples"]
     assert set(m["per_class"]) == set(summary["last_eval"]["per_class"])
     assert (tmp_path / "eval" / "metrics.json").exists()
-    if config.model.name == "mco_e_net" and config.model.get("use_moe", True):
+    if config.model.name == "mco_e_net" and config.model.get("head", "moe") == "moe":
         from fer_jax.interpret.__main__ import interpret
 
         res = interpret(tmp_path, clips=[0], checkpoint="latest", out_dir=tmp_path / "interp")
