@@ -14,6 +14,8 @@ Three ways to evaluate the same recurrence (``method``):
 
 - ``"sequential"``: ``lax.scan`` over time; each step reads O(d + n) inputs and keeps the
   ``(batch, d, n)`` state in cache, so nothing of size ``(length, d, n)`` exists in the forward pass.
+  Its backward pass is written by hand (``jax.custom_vjp``, reverse mode only): one saved state per
+  block of ``SEQUENTIAL_BLOCK`` tokens, states recomputed one block at a time, then a reverse scan.
 - ``"associative"``: ``lax.associative_scan`` over (decay, input) pairs; log-depth, but it materialises
   ``(batch, length, d, n)`` decays and states (what parallel hardware pays for its depth).
 - ``"chunked"``: associative inside chunks of ``chunk_size`` tokens, ``lax.scan`` carrying the state
@@ -35,6 +37,7 @@ exclude them from weight decay, as mamba_simple does (``_no_weight_decay``).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -53,7 +56,8 @@ METHODS: tuple[str, ...] = ("associative", "sequential", "chunked")
 AUTO_METHOD: dict[str, str] = {"cpu": "sequential", "gpu": "chunked", "tpu": "chunked"}
 # lax.scan unroll for the sequential method: measured no faster on CPU at 2-16 and compiles much slower.
 SEQUENTIAL_UNROLL = 1
-# Tokens per rematerialised block of the sequential method (bounds its backward-pass memory).
+# Tokens per block of the sequential method: its backward pass keeps one state per block and
+# recomputes the states of one block at a time (bounds training memory).
 SEQUENTIAL_BLOCK = 128
 
 
@@ -100,39 +104,111 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
         raise ValueError(f"initial_state must be (batch, d, n) = {(b, d, n)}, got {initial_state.shape}")
 
 
-def _scan_sequential(delta, u, A, B, C, x0, reverse: bool):
-    """lax.scan over time. Inputs float32 channels-last; returns y (b, l, d) without D/z, last state.
+def _to_blocks(xs, block: int):
+    """Time-major arrays (L, ...) -> (num_blocks, block, ...), zero-padded at the end."""
+    length = xs[0].shape[0]
+    num_blocks = -(-length // block)
+    pad = num_blocks * block - length
+    return tuple(
+        jnp.pad(t, ((0, pad),) + ((0, 0),) * (t.ndim - 1)).reshape(num_blocks, block, *t.shape[1:])
+        for t in xs
+    ), num_blocks
 
-    Longer sequences run as a scan over blocks of ``SEQUENTIAL_BLOCK`` tokens whose body is
-    rematerialised in the backward pass: autodiff of a plain scan keeps a few (batch, d, n) residuals
-    per token, i.e. O(length * d * n) memory; blocked, it keeps one state per block plus one block.
-    """
+
+def _seq_forward(delta, u, A, B, C, x0, reverse: bool, block: int):
+    """Blocked lax.scan over time-major inputs; returns ((y, last), state entering each block)."""
 
     def step(x, inp):
         d_t, u_t, b_t, c_t = inp  # (b, d), (b, d), (b, n), (b, n)
         x = jnp.exp(d_t[:, :, None] * A) * x + (d_t * u_t)[:, :, None] * b_t[:, None, :]
         return x, jnp.einsum("bdn,bn->bd", x, c_t)
 
+    def run_block(x, inp):
+        x_last, ys = lax.scan(step, x, inp, reverse=reverse, unroll=SEQUENTIAL_UNROLL)
+        return x_last, (ys, x)
+
+    length = u.shape[0]
+    # delta = 0 pads are identity steps (decay 1, input 0) in either direction; their outputs are dropped
+    xs, num_blocks = _to_blocks((delta, u, B, C), block)
+    last, (ys, starts) = lax.scan(run_block, x0, xs, reverse=reverse)
+    return (ys.reshape(num_blocks * block, *ys.shape[2:])[:length], last), starts
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _seq_core(delta, u, A, B, C, x0, reverse: bool, block: int):
+    """Sequential scan on time-major float32 inputs: delta, u (L, b, d); B, C (L, b, n); x0 (b, d, n).
+
+    Returns (y (L, b, d) without D/z, last state (b, d, n)). Its hand-written backward pass (reverse-mode
+    only) keeps one state per block and recomputes a block's states when it gets there, so training
+    memory is O(length * (d + n) + block * d * n) and no per-token residuals are stored by autodiff.
+    """
+    return _seq_forward(delta, u, A, B, C, x0, reverse, block)[0]
+
+
+def _seq_core_fwd(delta, u, A, B, C, x0, reverse, block):
+    out, starts = _seq_forward(delta, u, A, B, C, x0, reverse, block)
+    return out, (delta, u, A, B, C, starts)
+
+
+def _seq_core_bwd(reverse, block, res, cts):
+    # x_t = a_t x_prev + delta_t u_t B_t with a_t = exp(delta_t A), y_t = <x_t, C_t>. With G_t the
+    # gradient w.r.t. x_t (from y_t and from later states): G_t = gy_t C_t + a_next G_next, and
+    # d/d(delta_t A) = G_t x_prev a_t; d/d(delta_t u_t B_t) = G_t.
+    delta, u, A, B, C, starts = res
+    gy, glast = cts
+    length = u.shape[0]
+    xs, num_blocks = _to_blocks((delta, u, B, C, gy), block)
+
+    def states_step(x, inp):
+        d_t, u_t, b_t = inp
+        a = jnp.exp(d_t[:, :, None] * A)
+        x_new = a * x + (d_t * u_t)[:, :, None] * b_t[:, None, :]
+        return x_new, (x, x_new, a)  # previous state in scan order, state, decay
+
+    def grad_step(g, inp):
+        d_t, u_t, b_t, c_t, gy_t, x_prev, x, a = inp
+        G = g + gy_t[:, :, None] * c_t[:, None, :]
+        ga = G * x_prev * a
+        g_bu = jnp.einsum("bdn,bn->bd", G, b_t)  # sum_n G B
+        grads = (
+            jnp.einsum("bdn,dn->bd", ga, A) + g_bu * u_t,  # delta
+            g_bu * d_t,  # u
+            jnp.einsum("bdn,bd->bn", G, d_t * u_t),  # B
+            jnp.einsum("bd,bdn->bn", gy_t, x),  # C
+            jnp.einsum("bdn,bd->dn", ga, d_t),  # A (summed over the block below)
+        )
+        return a * G, grads
+
+    def grad_block(carry, inp):
+        g, gA = carry
+        d_c, u_c, b_c, c_c, gy_c, x_in = inp
+        # recompute this block's states: (block, b, d, n) is the only state-sized temporary
+        _, (x_prev, x, a) = lax.scan(states_step, x_in, (d_c, u_c, b_c), reverse=reverse)
+        g, (gd, gu, gb, gc, ga_) = lax.scan(
+            grad_step, g, (d_c, u_c, b_c, c_c, gy_c, x_prev, x, a), reverse=not reverse
+        )
+        return (g, gA + ga_.sum(0)), (gd, gu, gb, gc)
+
+    (gx0, gA), per_token = lax.scan(
+        grad_block, (glast, jnp.zeros_like(A)), xs + (starts,), reverse=not reverse
+    )
+    gd, gu, gb, gc = (t.reshape(num_blocks * block, *t.shape[2:])[:length] for t in per_token)
+    return gd, gu, gA, gb, gc, gx0
+
+
+_seq_core.defvjp(_seq_core_fwd, _seq_core_bwd)
+
+
+def _scan_sequential(delta, u, A, B, C, x0, reverse: bool):
+    """lax.scan over time (in blocks of ``SEQUENTIAL_BLOCK`` tokens, hand-written backward pass).
+
+    Inputs float32 channels-last; returns y (b, l, d) without D/z and the last state.
+    """
+    block = max(1, min(SEQUENTIAL_BLOCK, u.shape[1]))
     # time-major so each step slices contiguous rows
     xs = tuple(jnp.swapaxes(t, 0, 1) for t in (delta, u, B, C))
-    length = u.shape[1]
-    if length <= SEQUENTIAL_BLOCK:
-        last, ys = lax.scan(step, x0, xs, reverse=reverse, unroll=SEQUENTIAL_UNROLL)
-        return jnp.swapaxes(ys, 0, 1), last
-    num_blocks = -(-length // SEQUENTIAL_BLOCK)
-    pad = num_blocks * SEQUENTIAL_BLOCK - length
-    # delta = 0 pads are identity steps (decay 1, input 0) in either direction; their outputs are dropped
-    xs = tuple(
-        jnp.pad(t, ((0, pad), (0, 0), (0, 0))).reshape(num_blocks, SEQUENTIAL_BLOCK, *t.shape[1:]) for t in xs
-    )
-
-    @jax.checkpoint
-    def block(x, blk):
-        return lax.scan(step, x, blk, reverse=reverse, unroll=SEQUENTIAL_UNROLL)
-
-    last, ys = lax.scan(block, x0, xs, reverse=reverse)
-    ys = ys.reshape(num_blocks * SEQUENTIAL_BLOCK, *ys.shape[2:])[:length]
-    return jnp.swapaxes(ys, 0, 1), last
+    y, last = _seq_core(xs[0], xs[1], A, xs[2], xs[3], x0, reverse, block)
+    return jnp.swapaxes(y, 0, 1), last
 
 
 def _combine(left, right):
