@@ -176,8 +176,14 @@ def _methods(text: str) -> list[str]:
     return values
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         description="Time and memory of the selective-scan methods (and optionally mamba.py's pscan).",
     )
     p.add_argument("--lengths", type=_positive_ints, default=[16, 256, 4096, 65536], help="comma-separated")

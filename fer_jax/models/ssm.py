@@ -52,7 +52,8 @@ METHODS: tuple[str, ...] = ("associative", "sequential", "chunked")
 
 # Fastest method per backend, from benchmarks/ssm_scan.py (docs/bench/ssm_scan.md). On CPU the per-step
 # loop wins: it touches O(d + n) memory per token while the associative scans stream (length, d, n)
-# tensors through memory several times. Accelerators favour log-depth work with bounded memory.
+# tensors through memory several times. GPU/TPU: not measured yet (no accelerator here); "chunked" is
+# the guess there because log-depth work with bounded memory is what accelerators favour.
 AUTO_METHOD: dict[str, str] = {"cpu": "sequential", "gpu": "chunked", "tpu": "chunked"}
 # lax.scan unroll for the sequential method: measured no faster on CPU at 2-16 and compiles much slower.
 SEQUENTIAL_UNROLL = 1
