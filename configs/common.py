@@ -30,7 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.num_classes = 7
 
     c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 8
+    c.train.batch_size = 8  # GLOBAL batch (all devices / processes); must divide by the device count
     c.train.num_steps = 0  # 0: num_epochs decides
     c.train.num_epochs = 200
     c.train.eval_every_steps = 0  # 0: once per epoch
@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every_steps = 0  # 0: at each evaluation
     c.train.keep_checkpoints = 2
     c.train.early_stopping_patience = 20  # evaluations without UAR improvement; 0 disables
-    c.train.ema_decay = 0.999  # 0 disables EMA
+    c.train.ema_decay = 0.999  # 0 disables EMA; decay warms up as min(decay, (1+t)/(10+t))
     c.train.grad_accum_steps = 1
 
     c.optim = ml_collections.ConfigDict()
@@ -57,6 +57,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss.label_smoothing = 0.0
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.batch_size = 16
+    c.eval.batch_size = 16  # GLOBAL; the last batch is padded and masked, never dropped
     c.eval.passes = 1  # >1: mean over stochastic passes (official MCO-E Net protocol)
     return c
