@@ -1,10 +1,15 @@
 """Random-access reading of the shards, without the builder code: ``tfds.builder_from_directory(dir)
-.as_data_source(split)`` wrapped so that it pickles into grain worker processes (each worker reopens the
-ArrayRecord files itself)."""
+.as_data_source(split)`` wrapped so that it pickles into grain worker processes.
+
+Each worker reopens the ArrayRecord files while it unpickles the source (one thread), never lazily from
+grain's reader threads: tensorflow-datasets imports its submodules lazily, and several threads importing
+them at once deadlock on the import lock.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 
@@ -14,29 +19,41 @@ class ShardSource:
     def __init__(self, data_dir: str | os.PathLike, split: str):
         self.data_dir = str(data_dir)
         self.split = split
+        self._lock = threading.Lock()
         self._ds = None
         self._len = len(self._open())
 
     def _open(self):
-        if self._ds is None:
-            import tensorflow_datasets as tfds
+        with self._lock:
+            if self._ds is None:
+                import tensorflow_datasets as tfds
 
-            builder = tfds.builder_from_directory(self.data_dir)
-            if self.split not in builder.info.splits:
-                raise ValueError(
-                    f"no split {self.split!r} in {self.data_dir}; it has {sorted(builder.info.splits)}"
-                )
-            self._ds = builder.as_data_source(self.split)
-        return self._ds
+                builder = tfds.builder_from_directory(self.data_dir)
+                if self.split not in builder.info.splits:
+                    raise ValueError(
+                        f"no split {self.split!r} in {self.data_dir}; it has {sorted(builder.info.splits)}"
+                    )
+                ds = builder.as_data_source(self.split)
+                if len(ds):
+                    ds[0]  # touches the decoders' lazy imports here, in one thread
+                self._ds = ds
+            return self._ds
 
     def __len__(self) -> int:
         return self._len
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self._open()[int(index)]
+        ds = self._ds if self._ds is not None else self._open()
+        return ds[int(index)]
 
     def __getstate__(self):
-        return {"data_dir": self.data_dir, "split": self.split, "_len": self._len, "_ds": None}
+        return {"data_dir": self.data_dir, "split": self.split, "_len": self._len}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._ds = None
+        self._open()
 
     def __repr__(self) -> str:
         return f"ShardSource({self.data_dir!r}, {self.split!r}, {self._len} examples)"
