@@ -6,9 +6,9 @@ Public signature (pinned; notebooks and the demo call it)::
 
 Running it again on the same ``workdir`` resumes from the newest checkpoint exactly (parameters,
 optimizer, EMA, BatchNorm statistics, dropout RNG, early-stopping state, data-iterator position).
-Workdir layout: ``config.json`` (resolved config), ``manifest.json`` (the shards' manifest), ``metrics.jsonl``, ``tb/`` (TensorBoard),
-``checkpoints/{latest,best}/<step>/``, ``figures/{confusion,curves}.png``, ``eval_<split>.json`` (the
-latest evaluation).
+Workdir layout: ``config.json`` (resolved config), ``manifest.json`` (the shards' manifest),
+``metrics.jsonl``, ``tb/`` (TensorBoard), ``checkpoints/{latest,best}/<step>/``,
+``figures/{confusion,curves}.png``, ``eval_<split>.json`` (the latest evaluation); see docs/training.md.
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def train(
       progress: show the tqdm bar.
 
     Returns ``{"status": "finished"|"early_stopped"|"interrupted"|"stopped", "step", "best_uar",
-    "best_step", "last_eval", "signal"}`` (``signal``: the signal number after SIGINT / SIGTERM). Raises ``NonFiniteLossError`` on a NaN/Inf loss and ``ValueError`` on
-    an inconsistent config.
+    "best_step", "last_eval", "signal"}`` (``signal``: the signal number after SIGINT / SIGTERM).
+    Raises ``NonFiniteLossError`` on a NaN/Inf loss and ``ValueError`` on an inconsistent config.
     """
     mesh_lib.maybe_initialize_distributed()
     workdir = Path(workdir).absolute()
