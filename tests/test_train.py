@@ -32,6 +32,9 @@ def _compile_cache(tmp_path_factory):
     yield
     for n, v in old.items():
         jax.config.update(n, v)
+    from jax.experimental.compilation_cache import compilation_cache
+
+    compilation_cache.reset_cache()  # the next module starts without this module's cache
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,7 @@ class Progress:
         clips_per_s = (step - self._step) * self.batch_size / max(now - self._t, 1e-9)
         if self.bar is not None:
             self.bar.set_postfix(
-                loss=f"{loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.1f}", refresh=False
+                loss=f"{loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{clips_per_s:.3g}", refresh=False
             )
             self.bar.update(step - self._step)
         self._t, self._step = now, step
