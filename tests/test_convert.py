@@ -153,6 +153,11 @@ def test_in_channels_adapts_the_first_conv(r18):
     np.testing.assert_allclose(
         model2.conv1(np.repeat(grey, 2, axis=-1)), model3.conv1(np.repeat(grey, 3, axis=-1)), atol=1e-5
     )
+    # the same adaptation when an RGB checkpoint is loaded into a 2-channel backbone
+    event = load_backbone_into(
+        resnet18(in_channels=2, num_classes=None, rngs=nnx.Rngs(1)), out3, adapt_in_channels=True
+    )
+    np.testing.assert_allclose(event.conv1.kernel[...], model2.conv1.kernel[...], rtol=1e-6)
 
 
 def test_cli_rejects_bad_weight_files(r18, capsys, tmp_path):

@@ -262,19 +262,30 @@ def _restore_flat(directory: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def load_backbone_into(
-    module: nnx.Module, directory: str | os.PathLike, *, skip_head: bool = False
+    module: nnx.Module,
+    directory: str | os.PathLike,
+    *,
+    skip_head: bool = False,
+    adapt_in_channels: bool = False,
 ) -> nnx.Module:
     """Copies converted weights into an existing backbone ``module`` (in place; also returned).
 
     ``module`` is a port of the checkpoint's arch, e.g. a submodule of MambaFER or MCO-E Net. Every
     Param / BatchStat of ``module`` must be in the checkpoint with the same shape; a checkpoint head is
     dropped when ``module`` has none (``num_classes=None``); ``skip_head=True`` leaves ``module``'s own head
-    (e.g. 7 classes) as initialised. Anything else raises ``ConversionError`` listing the mismatches.
+    (e.g. 7 classes) as initialised. ``adapt_in_channels=True`` lets an RGB checkpoint fill a module with
+    another input channel count (e.g. an event backbone), adapting the first conv as ``--in-channels``
+    does. Anything else raises ``ConversionError`` listing the mismatches.
     """
     meta = read_meta(directory)
     head = HEAD_MODULE[meta["arch"]] + "."
     ckpt = _restore_flat(directory)
     own = _weights_state(module)
+    first = FIRST_CONV[meta["arch"]] + ".kernel"
+    if adapt_in_channels and first in ckpt and first in own and ckpt[first].shape[2] == 3:
+        n = int(own[first].shape[2])
+        # HWIO -> OIHW for the shared rule, and back
+        ckpt[first] = adapt_first_conv(ckpt[first].transpose(3, 2, 0, 1), n).transpose(2, 3, 1, 0)
     skipped = {k for k in own if skip_head and k.startswith(head)}
     missing = sorted(k for k in own if k not in ckpt and k not in skipped)
     unexpected = sorted(k for k in ckpt if k not in own and not k.startswith(head))
