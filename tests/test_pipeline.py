@@ -188,3 +188,14 @@ def test_event_tensors_get_geometry_only(see_shards):
     expected = aug.geometric(decode_frames(rec["event"], idx), p)
     event = (out["event"] * 0.06928615 + 0.504413) * 255.0
     np.testing.assert_allclose(event, expected, atol=1e-3)
+
+
+def test_prepare_example_matches_the_evaluation_batches(see_shards):
+    c = _config(see_shards, "see", frames=2)
+    manifest = load_manifest(see_shards)
+    ev = next(iter(pipeline.make_eval_iterator(c, "test", batch_size=2)))
+    src = ShardSource(see_shards, "test")
+    for row in range(2):
+        ex = pipeline.prepare_example(dict(src[int(ev["index"][row])]), c, manifest)
+        for k in ("rgb", "event", "label", "lighting"):
+            np.testing.assert_array_equal(ex[k], ev[k][row])

@@ -115,6 +115,26 @@ def _to_model_inputs(ex: dict[str, Any], spec: _Spec, rng: np.random.Generator |
     return out
 
 
+def prepare_example(
+    record: dict[str, Any], config, manifest: dict, *, rng: np.random.Generator | None = None
+):
+    """One stored record (as the builder writes it) -> one example of model inputs, without batch axis.
+
+    The same transform the evaluation batches use (``rng`` None: no augmentation, deterministic temporal
+    sampling); predict calls it on a record it built from a video so that inference sees the same inputs.
+    """
+    return _to_model_inputs(record, _spec(config, manifest, augment=rng is not None), rng)
+
+
+def _ensure_flags_parsed(num_workers: int) -> None:
+    """grain worker processes read absl flags; a plain script that never parsed them would fail there."""
+    if num_workers > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+
+
 class _TrainMap(grain.transforms.RandomMap):
     def __init__(self, spec: _Spec):
         self.spec = spec
@@ -176,6 +196,7 @@ def make_train_iterator(config, *, process_index: int | None = None, process_cou
     local = _local_batch(int(config.train.batch_size), pc)
     if len(source) // pc < local:
         raise ValueError(f"{len(source)} training examples cannot fill a batch of {local} on {pc} processes")
+    _ensure_flags_parsed(int(config.data.num_workers))
     sampler = grain.samplers.IndexSampler(
         num_records=len(source),
         shard_options=grain.sharding.ShardOptions(shard_index=pi, shard_count=pc, drop_remainder=True),
@@ -242,6 +263,7 @@ def make_eval_iterator(
         op, op_seed = _KeepPadRandomMap(spec), int(config.seed if seed is None else seed)
     else:
         op, op_seed = _KeepPadMap(spec), None
+    _ensure_flags_parsed(int(config.data.num_workers))
     loader = grain.DataLoader(
         data_source=_PaddedSource(source, padded),
         sampler=grain.samplers.IndexSampler(
