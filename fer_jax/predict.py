@@ -4,8 +4,9 @@ INPUT is a video file or a folder of frames. Each input goes through the preproc
 applied (``fer_jax.preprocess``: frame sampling, face detection + alignment + enhancement for DFEW-style
 runs; resizing for single-eye SEE-style runs) with the settings recorded in the run's manifest, then the
 pipeline's own record -> model-input transform (normalisation, temporal sampling), so the model sees
-what it saw in evaluation. SEE-style runs take a folder holding ``frame/`` and ``event/`` sub-folders
-(RGB and event frames), or plain RGB input, whose events are then simulated from the frames.
+what it saw in evaluation. SEE-style runs take a sequence folder of the SEE layout
+(``SEE/frame/<emotion>/<seq>``, paired with ``SEE/event/<emotion>/<seq>``), a folder holding ``frame/``
+and ``event/`` sub-folders, or plain RGB input, whose event frames are then simulated from the RGB.
 
 A bad or unreadable input prints a one-line error for that input; the others still run; the exit status
 is 1 when any input failed. Library use: ``Predictor(workdir).predict(path) -> {class: probability}``.
@@ -119,8 +120,11 @@ def _record(path: Path, config, manifest: dict, input_names: list[str]) -> dict:
     # SEE / DSEE: RGB + event frames of one eye
     from fer_jax.preprocess.clip import prepare_eye_clip
 
+    sibling = _see_event_sibling(path)
     if path.is_dir() and (path / "frame").is_dir() and (path / "event").is_dir():
         rgb, event = _frames(path / "frame", "frame folder"), _frames(path / "event", "event folder")
+    elif sibling is not None:  # SEE layout: SEE/frame/<emotion>/<seq> pairs with SEE/event/<emotion>/<seq>
+        rgb, event = _frames(path, "frame folder"), _frames(sibling, "event folder")
     else:
         rgb = _frames(path)
         event = _simulated_event_frames(rgb)
@@ -132,6 +136,15 @@ def _record(path: Path, config, manifest: dict, input_names: list[str]) -> dict:
             "this run was trained on event voxel grids: give raw events through the shard builder"
         )
     return {"rgb": _encode(clip["rgb"], encoding), "event": _encode(ev, encoding), "label": 0, "lighting": 0}
+
+
+def _see_event_sibling(path: Path) -> Path | None:
+    parts = path.parts
+    if not path.is_dir() or "frame" not in parts:
+        return None
+    i = len(parts) - 1 - parts[::-1].index("frame")
+    sibling = Path(*parts[:i], "event", *parts[i + 1 :])
+    return sibling if sibling.is_dir() else None
 
 
 def _simulated_event_frames(rgb: list[np.ndarray]) -> list[np.ndarray]:

@@ -135,9 +135,8 @@ class RunCheckpoints:
         items = ("state", "data_iter", "meta")
 
         def manager(sub: str, max_to_keep: int) -> ocp.CheckpointManager:
-            opts = ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=not read_only, read_only=read_only
-            )
+            # read_only: no directory creation (orbax's own read_only flag only adds warnings to the output)
+            opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only)
             return ocp.CheckpointManager(root / sub, options=opts, item_names=items)
 
         self.latest = manager("latest", max(int(keep), 1))
