@@ -34,7 +34,7 @@ _AU_SETS: dict[str, dict[str, float]] = {
     "Neutral": {},
     "Angry": {"AU4": 1.0, "AU7": 1.0, "AU24": 0.7},
     "Surprise": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU26": 1.0},
-    "Disgust": {"AU9": 1.0, "AU10": 1.0, "AU4": 0.4, "AU15": 0.3},
+    "Disgust": {"AU9": 1.0, "AU10": 1.0, "AU4": 0.25, "AU15": 0.3},
     "Fear": {"AU1": 1.0, "AU2": 0.6, "AU4": 0.8, "AU5": 1.0, "AU20": 1.0, "AU26": 0.25},
 }
 _FEAR_LATE = ("AU4", "AU20")  # Fear's AUs that arrive in the second half
@@ -48,8 +48,8 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 def _generic_curve(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     start, dur = rng.uniform(0.0, 0.3), rng.uniform(0.15, 0.35)
     off_start, off_dur = rng.uniform(0.7, 1.1), rng.uniform(0.15, 0.3)
-    # the offset only goes down to ~40%: late frames keep evidence, as most DFEW clips end near the apex
-    return _smoothstep((t - start) / dur) * (1.0 - 0.6 * _smoothstep((t - off_start) / off_dur))
+    # the offset only goes down to ~65%: late frames keep evidence, as most DFEW clips end near the apex
+    return _smoothstep((t - start) / dur) * (1.0 - 0.35 * _smoothstep((t - off_start) / off_dur))
 
 
 def sample_tracks(expression: str, num_frames: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -65,10 +65,10 @@ def eye_shapes(e: EyeIdentity, au: dict[str, float], offset: np.ndarray) -> dict
     g = lambda k: au.get(k, 0.0)  # noqa: E731
     closed = 1.0 - g("blink")
     up = e.up * max(
-        1 + 0.9 * g("AU5") - 0.45 * g("AU7") - 0.2 * g("AU6") - 0.15 * g("AU4") - 0.1 * g("AU9"), 0.1
+        1 + 0.9 * g("AU5") - 0.55 * g("AU7") - 0.2 * g("AU6") - 0.15 * g("AU4") - 0.1 * g("AU9"), 0.1
     )
     lo = e.lo * max(
-        1 - 0.6 * g("AU6") - 0.5 * g("AU7") - 0.3 * g("AU10") - 0.25 * g("AU9") + 0.2 * g("AU5"), 0.1
+        1 - 0.6 * g("AU6") - 0.6 * g("AU7") - 0.3 * g("AU10") - 0.25 * g("AU9") + 0.2 * g("AU5"), 0.1
     )
     up, lo = up * closed, lo * closed
     x = np.linspace(-1, 1, 15)
@@ -137,9 +137,9 @@ def draw_eye(canvas: np.ndarray, e: EyeIdentity, sh: dict) -> None:
     skin = float(e.skin)
     for p0, p1, d in sh["lines"]:
         if d > 0.05:
-            cv2.line(canvas, tuple(_i(p0)), tuple(_i(p1)), skin * (1 - 0.45 * min(d, 1.0)), 2, aa, s)
+            cv2.line(canvas, tuple(_i(p0)), tuple(_i(p1)), skin * (1 - 0.6 * min(d, 1.0)), 3, aa, s)
     if sh["fold_a"] > 0.05:
-        cv2.polylines(canvas, [_i(sh["fold"])], False, skin * (1 - 0.3 * sh["fold_a"]), 2, aa, s)
+        cv2.polylines(canvas, [_i(sh["fold"])], False, skin * (1 - 0.45 * sh["fold_a"]), 3, aa, s)
     cv2.polylines(canvas, [_i(sh["crease"])], False, skin * 0.7, 2, aa, s)
     if sh["open"] > 1.0:
         opening = sh["opening"]
