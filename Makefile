@@ -30,7 +30,7 @@ format: $(STAMP)
 	$(PY) -m ruff format fer_jax data_prep tests benchmarks configs
 
 demo: $(STAMP)
-	$(PY) -m fer_jax.demo --out runs/demo
+	PY=$(PY) bash scripts/demo.sh
 
 clean:
 	rm -rf runs .pytest_cache
