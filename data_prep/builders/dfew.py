@@ -91,8 +91,8 @@ def read_layout(root: Path, fold: int, source: str = "auto", landmarks: str = "t
     """
     csvs = split_csvs(root, fold)
     lm_dir = Path(landmarks.split(":", 1)[1]) if landmarks.startswith("file:") else None
-    if lm_dir is not None and not lm_dir.is_absolute() and not lm_dir.exists():
-        lm_dir = root / lm_dir
+    if lm_dir is not None and not lm_dir.is_absolute() and (root / lm_dir).is_dir():
+        lm_dir = root / lm_dir  # a relative DIR is looked up under --root first
     items: dict[str, list[Item]] = {}
     skipped: list[Skip] = []
     for split, path in csvs.items():
