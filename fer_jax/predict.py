@@ -48,8 +48,7 @@ class Predictor:
         from fer_jax.data import pipeline
 
         record = _record(Path(path), self.config, self.manifest, self.input_names)
-        spec = pipeline._spec(self.config, self.manifest, augment=False)
-        example = pipeline._to_model_inputs(record, spec, None)
+        example = pipeline.prepare_example(record, self.config, self.manifest)
         return {k: np.asarray(example[k]) for k in self.input_names}
 
     def predict(self, path: str | Path) -> dict[str, float]:
