@@ -199,3 +199,25 @@ def test_prepare_example_matches_the_evaluation_batches(see_shards):
         ex = pipeline.prepare_example(dict(src[int(ev["index"][row])]), c, manifest)
         for k in ("rgb", "event", "label", "lighting"):
             np.testing.assert_array_equal(ex[k], ev[k][row])
+
+
+def test_see_batches_fit_the_mco_e_net_inputs(see_shards):
+    from configs import see
+    from fer_jax.models import registry
+
+    c = see.get_config()
+    c.data.dir, c.data.image_size, c.data.num_workers = str(see_shards), 64, 0
+    c.train.batch_size = 2
+    b = next(pipeline.make_train_iterator(c))
+    for name, (shape, dtype) in registry.input_spec(c).items():
+        assert b[name].shape == (2, *shape) and b[name].dtype == dtype, name
+
+
+def test_dfew_batches_fit_the_mambafer_inputs(dfew_shards):
+    from fer_jax.models import registry
+
+    c = _config(dfew_shards, batch=2)
+    c.model.name = "mambafer"
+    b = next(pipeline.make_train_iterator(c))
+    for name, (shape, dtype) in registry.input_spec(c).items():
+        assert b[name].shape == (2, *shape) and b[name].dtype == dtype, name
