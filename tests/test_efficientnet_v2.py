@@ -115,6 +115,12 @@ def test_residual_block_drops_its_branch_per_sample():
     y = np.asarray(forward(block, x))
     dropped = np.all(y == np.asarray(x), axis=(1, 2, 3))  # a dropped residual branch leaves the input
     assert 10 < dropped.sum() < 54  # Binomial(64, 0.5)
+    # the running statistics were updated inside the jitted call (they start at 0 / 1)
+    assert np.abs(np.asarray(block.block[0][1].mean[...])).max() > 1e-3
+    # a training step reaches every parameter with a finite gradient
+    grads = nnx.jit(nnx.grad(lambda b: jnp.mean(b(x) ** 2)))(block)
+    leaves = jax.tree.leaves(grads)
+    assert leaves and all(np.isfinite(g).all() and np.abs(g).max() > 0 for g in leaves)
     block.eval()
     y_eval = np.asarray(forward(block, x))
     assert not np.any(np.all(y_eval == np.asarray(x), axis=(1, 2, 3)))
