@@ -256,6 +256,11 @@ def _manifest(settings, names, plan, results, layout_skips, label_files, root: P
         "skipped": sorted(skipped, key=lambda d: d["item"]),
         "repaired": sorted(repaired, key=lambda d: d["item"]),
     }
+    # what the records' "event" holds: SEE-style JPEG event frames, float16 voxel grids, or nothing
+    if settings["dataset"] == "dfew":
+        m["event_kind"] = "voxel" if settings["simulate_events"] else None
+    else:
+        m["event_kind"] = "frames" if settings.get("events_used") == "frames" else "voxel"
     if settings["dataset"] != "dfew":
         m["lighting_names"] = list(LIGHTING_NAMES)
         m["lighting_counts"] = light

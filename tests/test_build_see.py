@@ -28,7 +28,7 @@ def test_see_round_trip_counts_labels_lighting(see_raw, see_shards):
     spec = json.loads((see_raw / "emotion.json").read_text())
     labels = spec["labels"]
     m = load_manifest(see_shards)
-    assert m["class_names"] == labels and m["skipped"] == []
+    assert m["class_names"] == labels and m["skipped"] == [] and m["event_kind"] == "frames"
     for subset, split in (("training", "train"), ("testing", "test")):
         expected = {
             k: labels.index(v["annotations"]["label"])
@@ -75,6 +75,7 @@ def test_raw_events_become_voxel_grids_aligned_to_frames(see_raw, tmp_path):
     ref = cv2.resize(np.moveaxis(grid, 0, -1), (32, 32), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(rec["event"][2].astype(np.float32), ref, atol=2e-2, rtol=1e-2)
     assert load_manifest(out)["normalization"]["event"]["std"] > 0
+    assert load_manifest(out)["event_kind"] == "voxel"
 
 
 def test_raw_encoding_matches_jpeg_and_is_larger(see_raw, see_shards, tmp_path):

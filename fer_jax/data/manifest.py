@@ -3,7 +3,7 @@
 Fields (docs/architecture.md): ``schema_version``, ``dataset``, ``class_names``, ``class_counts``
 (``{split: [7 ints]}``), ``class_weights`` (train split), ``lighting_names``, ``lighting_counts``,
 ``num_examples``, ``preprocessing``, ``sources``, ``skipped`` (``[{item, reason}]``), ``repaired``,
-``normalization``. A build is finished only when ``COMPLETE_MARKER`` exists beside the manifest.
+``normalization``, ``event_kind`` (``"frames"`` | ``"voxel"`` | None). A build is finished only when ``COMPLETE_MARKER`` exists beside the manifest.
 """
 
 from __future__ import annotations
