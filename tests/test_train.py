@@ -141,3 +141,18 @@ def _cli(*args):
 def test_train_cli_error_is_one_line(tmp_path):
     r = _cli("fer_jax.train", "--config", "configs/nope.py", "--workdir", str(tmp_path))
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_early_stopping_patience_and_round_trip():
+    from fer_jax.training.early_stopping import EarlyStopping
+
+    es = EarlyStopping(patience=2)
+    assert es.update(0.5, 10) and not es.should_stop
+    assert not es.update(0.5, 20)  # equal is no gain
+    assert es.update(0.6, 30) and es.bad_evals == 0
+    assert not es.update(float("nan"), 40) and not es.update(0.1, 50)
+    assert es.should_stop and es.best == 0.6 and es.best_step == 30
+    again = EarlyStopping.from_dict(es.to_dict())
+    assert again == es
+    fresh = EarlyStopping.from_dict(EarlyStopping(patience=0).to_dict())
+    assert fresh.best == float("-inf") and not fresh.should_stop
