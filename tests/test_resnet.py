@@ -137,3 +137,17 @@ def test_resnet34_matches_torchvision_goldens(tmp_path):
     _check_train_mode_against_golden(
         "resnet34", load_pretrained("resnet34", directory, num_classes=None), golden
     )
+
+
+def test_initialisation_follows_torchvision_and_is_reproducible():
+    a = resnet18(num_classes=10, rngs=nnx.Rngs(0))
+    b = resnet18(num_classes=10, rngs=nnx.Rngs(0))
+    chex.assert_trees_all_equal(nnx.state(a, nnx.Param), nnx.state(b, nnx.Param))
+    kernel = np.asarray(a.layer4[0].conv1.kernel[...])  # (3, 3, 256, 512)
+    # kaiming_normal_(mode="fan_out"): std sqrt(2 / (3 * 3 * 512))
+    np.testing.assert_allclose(kernel.std(), np.sqrt(2 / (9 * 512)), rtol=0.01)
+    assert abs(kernel.mean()) < 1e-3
+    fc = np.asarray(a.fc.kernel[...])  # torch nn.Linear: U(-1/sqrt(512), 1/sqrt(512))
+    assert np.abs(fc).max() <= 512**-0.5 and np.abs(fc).max() > 0.9 * 512**-0.5
+    np.testing.assert_allclose(fc.std(), 512**-0.5 / np.sqrt(3), rtol=0.05)
+    assert not np.allclose(kernel, np.asarray(resnet18(rngs=nnx.Rngs(1)).layer4[0].conv1.kernel[...]))
