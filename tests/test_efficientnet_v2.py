@@ -20,6 +20,8 @@ from fer_jax.convert.tables import key_table  # noqa: E402
 from fer_jax.models.efficientnet_v2 import (  # noqa: E402
     MBConv,
     StochasticDepth,
+    efficientnet_v2_l,
+    efficientnet_v2_m,
     efficientnet_v2_s,
     make_divisible,
 )
@@ -44,6 +46,17 @@ def test_parameter_count_matches_torchvision():
     # torchvision's documented num_params for EfficientNet_V2_S_Weights
     params = nnx.state(_abstract(), nnx.Param)
     assert sum(p.size for p in jax.tree.leaves(params)) == 21_458_488
+
+
+@pytest.mark.slow
+def test_m_and_l_parameter_counts_match_torchvision():
+    for factory, expected, dropout in (
+        (efficientnet_v2_m, 54_139_356, 0.3),
+        (efficientnet_v2_l, 118_515_272, 0.4),
+    ):
+        model = nnx.eval_shape(lambda f=factory: f(rngs=nnx.Rngs(0)))
+        assert sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))) == expected
+        assert model.dropout.rate == dropout
 
 
 @pytest.mark.parametrize("size,final", [(112, 4), (101, 4), (65, 3)])

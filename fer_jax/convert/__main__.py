@@ -1,6 +1,6 @@
 """CLI: convert a torchvision state dict into an orbax checkpoint of the fer_jax port.
 
-    python -m fer_jax.convert --arch {resnet18,resnet34,efficientnet_v2_s} --weights FILE --out DIR \\
+    python -m fer_jax.convert --arch {resnet18,resnet34,efficientnet_v2_s,_m,_l} --weights FILE --out DIR \\
         [--in-channels N]
 
 FILE is ``.safetensors`` (no torch needed) or ``.pth`` (needs torch; loaded with ``weights_only=True``).

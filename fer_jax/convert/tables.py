@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from flax import nnx
 
-from fer_jax.models.efficientnet_v2 import efficientnet_v2_s
+from fer_jax.models.efficientnet_v2 import efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s
 from fer_jax.models.layers import BatchNorm
 from fer_jax.models.resnet import resnet18, resnet34
 
@@ -23,19 +23,30 @@ ARCHS: dict[str, Callable[..., nnx.Module]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "efficientnet_v2_s": efficientnet_v2_s,
+    "efficientnet_v2_m": efficientnet_v2_m,
+    "efficientnet_v2_l": efficientnet_v2_l,
 }
+_EFFNETS = ("efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l")
 
 # NNX module path (dotted) -> torchvision module name, where they differ. Our EfficientNet keeps the
 # classifier's Dropout as a separate attribute, torchvision puts it at classifier.0 and the Linear at .1.
 MODULE_RENAMES: dict[str, dict[str, str]] = {
     "resnet18": {},
     "resnet34": {},
-    "efficientnet_v2_s": {"classifier": "classifier.1"},
+    **{arch: {"classifier": "classifier.1"} for arch in _EFFNETS},
 }
 # NNX module holding the classification head (absent when num_classes=None)
-HEAD_MODULE: dict[str, str] = {"resnet18": "fc", "resnet34": "fc", "efficientnet_v2_s": "classifier"}
+HEAD_MODULE: dict[str, str] = {
+    "resnet18": "fc",
+    "resnet34": "fc",
+    **{arch: "classifier" for arch in _EFFNETS},
+}
 # The first convolution, adapted by --in-channels (NNX path of the module)
-FIRST_CONV: dict[str, str] = {"resnet18": "conv1", "resnet34": "conv1", "efficientnet_v2_s": "features.0.0"}
+FIRST_CONV: dict[str, str] = {
+    "resnet18": "conv1",
+    "resnet34": "conv1",
+    **{arch: "features.0.0" for arch in _EFFNETS},
+}
 
 # torch leaves with no NNX counterpart (a counter torch keeps for momentum=None)
 SKIPPED_TORCH_LEAVES = ("num_batches_tracked",)

@@ -1,4 +1,4 @@
-"""EfficientNetV2-S in Flax NNX, layer for layer torchvision's ``efficientnet_v2_s``.
+"""EfficientNetV2-S (and -M / -L) in Flax NNX, layer for layer torchvision's ``efficientnet_v2_s/m/l``.
 
 MambaFER's per-frame backbone. Inputs NHWC float32 normalised as torchvision expects; any size >= 32.
 Module names mirror torchvision's (``features[i][j].block[k][0]``, ``classifier`` = the ``Linear``
@@ -67,6 +67,25 @@ V2_S_STAGES = (
     StageConfig(False, 6, 3, 2, 160, 256, 15),
 )
 V2_S_LAST_CHANNELS = 1280
+# torchvision _efficientnet_conf("efficientnet_v2_m" / "efficientnet_v2_l"); same 1280 last channels
+V2_M_STAGES = (
+    StageConfig(True, 1, 3, 1, 24, 24, 3),
+    StageConfig(True, 4, 3, 2, 24, 48, 5),
+    StageConfig(True, 4, 3, 2, 48, 80, 5),
+    StageConfig(False, 4, 3, 2, 80, 160, 7),
+    StageConfig(False, 6, 3, 1, 160, 176, 14),
+    StageConfig(False, 6, 3, 2, 176, 304, 18),
+    StageConfig(False, 6, 3, 1, 304, 512, 5),
+)
+V2_L_STAGES = (
+    StageConfig(True, 1, 3, 1, 32, 32, 4),
+    StageConfig(True, 4, 3, 2, 32, 64, 7),
+    StageConfig(True, 4, 3, 2, 64, 96, 7),
+    StageConfig(False, 4, 3, 2, 96, 192, 10),
+    StageConfig(False, 6, 3, 1, 192, 224, 19),
+    StageConfig(False, 6, 3, 2, 224, 384, 25),
+    StageConfig(False, 6, 3, 1, 384, 640, 7),
+)
 
 
 def _cna(c_in: int, c_out: int, k: int, *, stride: int = 1, groups: int = 1, activation="silu", rngs):
@@ -163,13 +182,13 @@ class MBConv(nnx.Module):
 class EfficientNetV2(nnx.Module):
     """torchvision ``EfficientNet`` with a V2 stage table.
 
-    ``features[0]`` stem 3x3/2 conv-BN-SiLU; ``features[1..6]`` the stages; ``features[7]`` 1x1 conv-BN-SiLU
-    to ``num_features`` channels; then GAP -> dropout -> ``classifier`` (Linear).
+    ``features[0]`` stem 3x3/2 conv-BN-SiLU; ``features[1..-2]`` the stages (6 for S, 7 for M / L);
+    ``features[-1]`` 1x1 conv-BN-SiLU to ``num_features`` channels; then GAP -> dropout -> ``classifier``.
 
     ``__call__(x, *, return_stages=False)`` with ``x`` ``(N, H, W, in_channels)``:
     - ``num_classes`` int: logits ``(N, num_classes)``;
     - ``num_classes=None``: the last feature map ``(N, h, w, num_features)`` (stride 32: 112 -> 4x4);
-    - ``return_stages=True``: ``(output, [features[1..6] outputs])`` (strides 2, 4, 8, 16, 16, 32).
+    - ``return_stages=True``: ``(output, [each stage's output])`` (S: strides 2, 4, 8, 16, 16, 32).
     """
 
     def __init__(
@@ -258,5 +277,51 @@ def efficientnet_v2_s(
         width_mult=width_mult,
         depth_mult=depth_mult,
         stochastic_depth_prob=stochastic_depth_prob,
+        rngs=rngs,
+    )
+
+
+def efficientnet_v2_m(
+    *,
+    in_channels: int = 3,
+    num_classes: int | None = 1000,
+    width_mult: float = 1.0,
+    depth_mult: float = 1.0,
+    stochastic_depth_prob: float = 0.2,
+    rngs: nnx.Rngs,
+) -> EfficientNetV2:
+    """torchvision ``efficientnet_v2_m`` (54.1 M parameters with the head; classifier dropout 0.3)."""
+    return EfficientNetV2(
+        V2_M_STAGES,
+        V2_S_LAST_CHANNELS,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        depth_mult=depth_mult,
+        stochastic_depth_prob=stochastic_depth_prob,
+        dropout=0.3,
+        rngs=rngs,
+    )
+
+
+def efficientnet_v2_l(
+    *,
+    in_channels: int = 3,
+    num_classes: int | None = 1000,
+    width_mult: float = 1.0,
+    depth_mult: float = 1.0,
+    stochastic_depth_prob: float = 0.2,
+    rngs: nnx.Rngs,
+) -> EfficientNetV2:
+    """torchvision ``efficientnet_v2_l`` (118.5 M parameters with the head; classifier dropout 0.4)."""
+    return EfficientNetV2(
+        V2_L_STAGES,
+        V2_S_LAST_CHANNELS,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        depth_mult=depth_mult,
+        stochastic_depth_prob=stochastic_depth_prob,
+        dropout=0.4,
         rngs=rngs,
     )

@@ -29,6 +29,14 @@ def manifest(golden: dict[str, np.ndarray]) -> list[tuple[str, tuple[int, ...]]]
     return [(k, tuple(s)) for k, s in json.loads(str(golden["manifest"]))]
 
 
+def torch_manifest(arch: str) -> list[tuple[str, tuple[int, ...]]]:
+    """torchvision's state-dict (key, shape) list: from the golden, or a manifest-only JSON (M / L)."""
+    json_path = GOLDEN_DIR / f"{arch}_manifest.json"
+    if json_path.exists():
+        return [(k, tuple(s)) for k, s in json.loads(json_path.read_text())]
+    return manifest(load_golden(arch))
+
+
 def golden_state_dict(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     sd = make_state_dict(manifest(golden))
     # a different numpy RNG stream would fail every comparison for a reason that is not a port bug
