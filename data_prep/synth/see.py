@@ -135,12 +135,15 @@ def render_sequence(item: dict) -> dict:
     frac = np.arange(n_sub) / SUBSTEPS
     hi = X.interpolate_tracks(tracks, frac)
     t_sub = frac / FPS
-    # micro-motion: a smooth random walk of the whole eye, ~0.3 px per frame, plus Fear's tremor
-    steps = rng.normal(0, 0.3, (T + 3, 2))
+    # micro-motion: a slow random walk of the whole eye plus a small circular oscillation (head-mounted
+    # camera and fixational eye movements) whose direction turns ~70 degrees per frame, so edges of every
+    # orientation fire in every frame interval and the event frames outline the current eye state
+    steps = rng.normal(0, 0.15, (T + 3, 2))
     walk = np.cumsum(steps, 0)
     walk -= walk.mean(0)
-    mx = np.interp(frac, np.arange(T + 3), walk[:, 0])
-    my = np.interp(frac, np.arange(T + 3), walk[:, 1])
+    rad, freq, ph = rng.uniform(0.4, 0.6), rng.uniform(5, 7), rng.uniform(0, 6.3)
+    mx = np.interp(frac, np.arange(T + 3), walk[:, 0]) + rad * np.cos(2 * np.pi * freq * t_sub + ph)
+    my = np.interp(frac, np.arange(T + 3), walk[:, 1]) + rad * np.sin(2 * np.pi * freq * t_sub + ph)
     trem_f, trem_ph = rng.uniform(7, 10), rng.uniform(0, 6.3)
     trem = 1.5 * hi["tremor"] * np.sin(2 * np.pi * trem_f * t_sub + trem_ph)
     clean = np.empty((n_sub, HEIGHT, WIDTH), np.float32)
