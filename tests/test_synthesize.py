@@ -240,3 +240,15 @@ def test_see_events_come_from_the_clean_scene_and_lighting_degrades_only_rgb(mon
     assert np.corrcoef(low.ravel(), clean)[0, 1] < 0.6 < np.corrcoef(ref["frames"].ravel(), clean)[0, 1]
     assert (over >= 250).mean() > 0.5  # overexposed: clipped white
     assert (hdr >= 250).mean() > 0.15 and (hdr <= 15).mean() > 0.15  # HDR: both at once
+
+
+def test_dfew_optional_video_is_readable_mp4(tmp_path):
+    item = {"id": "00042", "label": 0, "num_frames": 9, "fold": 0, "seed": [1, 1, 41]}
+    D.write_clip(tmp_path, item, videos=True)
+    cap = cv2.VideoCapture(str(tmp_path / "Clip" / "original" / "00042.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 9
+    assert len(list((tmp_path / "Clip" / "clip_224x224" / "00042").iterdir())) == 9
