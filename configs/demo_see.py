@@ -1,0 +1,39 @@
+"""CPU demo of MCO-E Net on the synthetic SEE shards, derived from configs/see.py (about 2 minutes on 2 cores).
+
+Run::
+
+    python -m data_prep.synthesize --dataset see --out runs/demo/see_raw
+    python -m data_prep.build --dataset see --raw runs/demo/see_raw --out runs/demo/see_shards
+    python -m fer_jax.train --config configs/demo_see.py --workdir runs/demo/see \\
+        --config.data.dir=runs/demo/see_shards
+
+Shrunk for the CPU: 64 px (2x2 ResNet-18 maps, 8 tokens per modality), d_model 32, N 8, a light
+HCE-MoE (the 8 experts and top-2 routing stay), batch 16, 240 steps with a one-cycle schedule. Same
+architecture and loss otherwise. ``configs/demo_see_rgb.py`` is its RGB-only ablation.
+"""
+
+from __future__ import annotations
+
+from configs import see
+
+
+def get_config():
+    c = see.get_config()
+    c.data.image_size = 64
+    c.data.num_workers = 0
+    m = c.model
+    m.d_model = 32
+    m.d_state = 8
+    m.moe.router_hidden = 64
+    m.moe.deep_depth = 2
+    m.moe.deep_dropout = 0.1
+    m.moe.focal_hidden = 64
+    c.train.batch_size = 16
+    c.train.num_steps = 240
+    c.train.eval_every_steps = 120
+    c.train.log_every_steps = 20
+    c.optim.lr = 1e-3
+    c.optim.schedule = "onecycle"
+    c.optim.pct_start = 0.2
+    c.eval.batch_size = 32
+    return c

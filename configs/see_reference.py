@@ -1,0 +1,45 @@
+"""MCO-E Net as the official code trains it (hrdhrd/MCO-E-Net, REFERENCES.md), derived from configs/see.py.
+
+Run::
+
+    python -m fer_jax.train --config configs/see_reference.py --workdir runs/see_reference \\
+        --config.data.dir=/data/see_shards \\
+        --config.model.backbone_weights=/weights/resnet18   # ImageNet ResNet-18 (python -m fer_jax.convert)
+
+Differences from the paper's text that this config reproduces: four ImageNet-headed ResNet-18s whose
+1000-d logits of the first and last frame become 500 tokens of width 4 (``tokenization="reference"``,
+d_model 4); MJOS as one bias-free projection of ``[x_dbl_rgb ; x_dbl_event]`` added to both
+modalities' B and C; MCIB gate on the projected features plus the ``(rgb + event) / 2`` residual;
+the fused tokens flattened to a 1024-d vector (GELU, dropout 0.5) before HCE-MoE; experts typed
+``i % 3`` = focal, attention, deep; deep experts with a learnable residual coefficient from 0.3;
+no orthogonal loss; StepLR 0.94 per epoch over 100 epochs; evaluation = mean over 20 stochastic passes.
+"""
+
+from __future__ import annotations
+
+from configs import see
+
+
+def get_config():
+    c = see.get_config()
+    m = c.model
+    m.tokenization = "reference"
+    m.token_width = 4
+    m.d_model = 4  # d_inner 8, dt_rank 1, N 16
+    m.mjos.source = "x_dbl"
+    m.mjos.tied = True
+    m.mjos.bias = False
+    m.mcib.gate_on = "projected"
+    m.mcib.residual = True
+    m.neck = "flatten"
+    m.neck_dim = 1024
+    m.neck_dropout = 0.5
+    m.moe.expert_types = "focal,attention,deep"
+    m.moe.router_hidden = 512
+    m.moe.deep_res_coef = 0.3
+    m.orthogonal_weight = 0.0
+    c.train.num_epochs = 100
+    c.optim.schedule = "step"
+    c.optim.step_gamma = 0.94
+    c.eval.passes = 20
+    return c
