@@ -136,7 +136,13 @@ class RunCheckpoints:
 
         def manager(sub: str, max_to_keep: int) -> ocp.CheckpointManager:
             # read_only: no directory creation (orbax's own read_only flag only adds warnings to the output)
-            opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only)
+            # several processes: synchronous saves (async ones raced in the 2-process CPU rehearsal: orbax
+            # finalised a step before process 1 had written its array metadata)
+            opts = ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep,
+                create=not read_only,
+                enable_async_checkpointing=jax.process_count() == 1,
+            )
             return ocp.CheckpointManager(root / sub, options=opts, item_names=items)
 
         self.latest = manager("latest", max(int(keep), 1))
