@@ -11,6 +11,11 @@ variables, nested by NNX path) and ``DIR/meta.json`` (arch, in_channels, num_cla
 Then ``load_pretrained(arch, DIR)`` returns the model, and ``load_backbone_into(module, DIR)`` fills an
 existing backbone inside a bigger model (what ``config.model.backbone_weights`` points at).
 
+Where the weights come from: torchvision's own download (``~/.cache/torch/hub/checkpoints/resnet18-*.pth``)
+is a plain state dict; on a machine with torch, ``safetensors.torch.save_file(model.state_dict(),
+"resnet18.safetensors")`` makes the torch-free format. Checkpoints saved from ``nn.DataParallel``
+(``module.`` prefixes) and ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are accepted.
+
 ``--in-channels N`` (N != 3) adapts the first convolution for non-RGB inputs (event voxel grids): the mean
 of the RGB filters, tiled to N channels and scaled by 3 / N (see ``tables.adapt_first_conv``).
 """
