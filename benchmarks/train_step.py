@@ -123,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
     p.add_argument("--matmul", type=int, default=2048, help="side of the reference float32 matmul")
     p.add_argument("--out", default=None, help="also write the table (markdown) to this file")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. data.image_size=80",
+    )
     a = p.parse_args(argv)
     if a.steps < 1:
         p.exit(2, "error: --steps must be >= 1\n")
@@ -135,11 +142,19 @@ def main(argv: list[str] | None = None) -> int:
         if config is None:
             notes.append(f"{name}: configs/{name}.py does not exist yet")
             continue
+        for item in a.set:
+            key, _, value = item.partition("=")
+            section, _, field = key.rpartition(".")
+            target = config
+            for part in filter(None, section.split(".")):
+                target = target[part]
+            target[field] = type(target[field])(value)
+        label = name + "".join(f" {item}" for item in a.set)
         try:
-            rows.append(bench_config(name, config, a.steps, a.batch_size))
+            rows.append(bench_config(label, config, a.steps, a.batch_size))
         except Exception as e:  # a model still being written: note it, measure the others
             notes.append(f"{name}: skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
-        print(rows[-1] if rows and rows[-1]["config"] == name else notes[-1], file=sys.stderr, flush=True)
+        print(rows[-1] if rows and rows[-1]["config"] == label else notes[-1], file=sys.stderr, flush=True)
 
     dev = jax.devices()[0]
     lines = [
