@@ -25,6 +25,7 @@ from fer_jax.models.efficientnet_v2 import (  # noqa: E402
     efficientnet_v2_s,
     make_divisible,
 )
+from fer_jax.models.layers import DepthwiseConv, conv2d  # noqa: E402
 
 # one XLA program per (model, mode, shape): about half the CPU of running the ~700 ops eagerly; in train
 # mode nnx.jit writes the updated BatchNorm statistics back into the module
@@ -108,6 +109,22 @@ def test_stochastic_depth_probabilities_grow_linearly_like_torchvision(features_
     rates = [block.stochastic_depth.rate for stage in model.features[1:-1] for block in stage]
     assert len(rates) == 40
     np.testing.assert_allclose(rates, 0.2 * np.arange(40) / 40)
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, 7), (3, 2, 9), (5, 2, 8)])
+def test_depthwise_conv_equals_grouped_convolution(kernel, stride, size):
+    conv = conv2d(6, 6, kernel, stride=stride, groups=6, rngs=nnx.Rngs(0))
+    assert isinstance(conv, DepthwiseConv)
+    x = jax.random.normal(jax.random.key(1), (2, size, size, 6))
+    reference = jax.lax.conv_general_dilated(
+        x,
+        conv.kernel[...],
+        (stride, stride),
+        [((kernel - 1) // 2,) * 2] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=6,
+    )
+    chex.assert_trees_all_close(conv(x), reference, atol=1e-5)
 
 
 def test_stochastic_depth_drops_whole_rows_in_training_only():

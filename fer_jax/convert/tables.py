@@ -111,7 +111,7 @@ def key_table(arch: str, model: nnx.Module) -> list[KeyEntry]:
     known = {type_ for type_, _ in LEAF_RULES}
     for path, module in nnx.iter_modules(model):
         # a layer type with variables that no rule covers would silently keep its random init
-        if type(module) not in known and any(
+        if not isinstance(module, tuple(known)) and any(
             isinstance(v, nnx.Variable) and isinstance(v, (nnx.Param, nnx.BatchStat))
             for v in vars(module).values()
         ):

@@ -88,7 +88,8 @@ def conv2d(
 ) -> nnx.Conv:
     """``nn.Conv2d(in, out, k, stride, padding=(k - 1) // 2, groups, bias)`` as an NHWC ``nnx.Conv``."""
     pad = (kernel_size - 1) // 2
-    return nnx.Conv(
+    conv_type = DepthwiseConv if groups == in_channels == out_channels and groups > 1 else nnx.Conv
+    return conv_type(
         in_channels,
         out_channels,
         kernel_size=(kernel_size, kernel_size),
@@ -111,6 +112,36 @@ def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear
         bias_init=uniform_fan_in_init(in_features),
         rngs=rngs,
     )
+
+
+class DepthwiseConv(nnx.Conv):
+    """A depthwise ``nnx.Conv`` (``feature_group_count == in == out``), computed as k*k shifted multiplies.
+
+    Same parameters and result as the grouped convolution (kernel ``(k, k, 1, C)``), but XLA's CPU backend
+    runs grouped convolutions 10-25x slower than this fused elementwise form (batch 16, 3x3, 256-1536
+    channels: 24 vs 0.9 ms at 4x4, 182 vs 9.6 ms at 28x28), which made EfficientNet 4x slower than
+    torchvision. ``(N, H, W, C) -> (N, floor((H + 2p - k) / s) + 1, ..., C)``.
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        sh, sw = self.strides
+        (pt, pb), (pl, pr) = self.padding
+        xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+        n, hp, wp, c = xp.shape
+        ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+        kernel = self.kernel[...]
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                window = jax.lax.slice(
+                    xp, (0, i, j, 0), (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c), (1, sh, sw, 1)
+                )
+                term = window * kernel[i, j, 0]
+                out = term if out is None else out + term
+        if self.bias is not None:
+            out = out + self.bias[...]
+        return out
 
 
 class BatchNorm(nnx.Module):
