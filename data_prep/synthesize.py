@@ -36,6 +36,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clips", type=int, default=None, help="number of clips / sequences (dfew 600, see 500)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
+    p.add_argument(
+        "--nuisance",
+        type=float,
+        default=1.0,
+        help="dfew: 0..1 scale of pose / background / lighting / blur / noise variation (default 1)",
+    )
     p.add_argument("--videos", action="store_true", help="dfew: also write Clip/original/<id>.mp4 (mp4v)")
     p.add_argument("--no-raw-events", action="store_true", help="see: skip raw_events/ (the largest part)")
     p.add_argument("--overwrite", action="store_true", help="delete a non-empty --out first")
@@ -62,18 +68,31 @@ def _run(tasks, fn, workers: int, desc: str, quiet: bool) -> list:
 
 def synthesize(
     kind: str, out: str | os.PathLike, *, clips: int | None = None, seed: int = 0, workers: int = 1,
-    videos: bool = False, raw_events: bool = True, quiet: bool = True,
+    videos: bool = False, raw_events: bool = True, nuisance: float = 1.0, quiet: bool = True,
 ) -> Path:  # fmt: skip
     """Library entry point of the CLI; returns the output directory."""
     out = Path(out)
     n = DEFAULT_CLIPS[kind] if clips is None else int(clips)
-    settings = {"kind": kind, "clips": n, "seed": seed, "videos": videos, "raw_events": raw_events}
+    settings = {
+        "kind": kind,
+        "clips": n,
+        "seed": seed,
+        "videos": videos,
+        "raw_events": raw_events,
+        "nuisance": nuisance,
+    }
     out.mkdir(parents=True, exist_ok=True)
     if kind == "dfew":
         from data_prep.synth import dfew
 
         plan = dfew.plan_clips(n, seed)
-        _run(plan, functools.partial(dfew.write_clip, out, videos=videos), workers, "dfew", quiet)
+        _run(
+            plan,
+            functools.partial(dfew.write_clip, out, videos=videos, nuisance=nuisance),
+            workers,
+            "dfew",
+            quiet,
+        )
         dfew.write_splits(out, plan)
         dfew.write_meta(out, plan, settings)
     else:
@@ -94,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.clips is not None and args.clips < minimum:
         print(f"error: --clips must be at least {minimum} (one per class), got {args.clips}", file=sys.stderr)
         return 2
+    if not 0.0 <= args.nuisance <= 1.0:
+        print(f"error: --nuisance must be in [0, 1], got {args.nuisance}", file=sys.stderr)
+        return 2
     if args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
@@ -109,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         synthesize(
             args.kind, out, clips=args.clips, seed=args.seed, workers=args.workers, videos=args.videos,
-            raw_events=not args.no_raw_events, quiet=args.quiet,
+            raw_events=not args.no_raw_events, nuisance=args.nuisance, quiet=args.quiet,
         )  # fmt: skip
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -252,3 +252,15 @@ def test_dfew_optional_video_is_readable_mp4(tmp_path):
     cap.release()
     assert n == 9
     assert len(list((tmp_path / "Clip" / "clip_224x224" / "00042").iterdir())) == 9
+
+
+def test_dfew_nuisance_scales_variation_only():
+    rng = lambda: np.random.default_rng([9, 9])  # noqa: E731
+    f1, l1 = D.render_clip(0, 8, rng())
+    f1b, l1b = D.render_clip(0, 8, rng(), nuisance=1.0)
+    np.testing.assert_array_equal(f1, f1b)  # 1.0 is the default dataset
+    _, l0 = D.render_clip(0, 8, rng(), nuisance=0.0)
+    # without nuisance the face is upright and centred: eye line level, face centre near the frame centre
+    eye_tilt = np.abs(l0[:, 45, 1] - l0[:, 36, 1]).max()
+    assert eye_tilt < np.abs(l1[:, 45, 1] - l1[:, 36, 1]).max() + 1e-6 and eye_tilt < 2.0
+    assert np.abs(l0[:, 27, 0] - 128).max() < 3.0

@@ -75,37 +75,51 @@ def plan_clips(num_clips: int, seed: int) -> list[dict]:
     ]  # fmt: skip
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, nuisance: float = 1.0) -> np.ndarray:
     base = rng.uniform(40, 220, 3)
     low = cv2.resize(
-        rng.normal(0, 35, (4, 4, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+        rng.normal(0, 35 * nuisance, (4, 4, 3)).astype(np.float32),
+        (size, size),
+        interpolation=cv2.INTER_CUBIC,
     )
     mid = cv2.resize(
-        rng.normal(0, 12, (24, 24, 3)).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR
+        rng.normal(0, 12 * nuisance, (24, 24, 3)).astype(np.float32),
+        (size, size),
+        interpolation=cv2.INTER_LINEAR,
     )
     return np.clip(base + low + mid, 0, 255).astype(np.uint8)
 
 
-def render_clip(label: int, num_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Renders one clip: frames ``(T, 256, 256, 3)`` uint8 BGR and landmarks ``(T, 68, 2)`` float32."""
+def render_clip(
+    label: int, num_frames: int, rng: np.random.Generator, nuisance: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Renders one clip: frames ``(T, 256, 256, 3)`` uint8 BGR and landmarks ``(T, 68, 2)`` float32.
+
+    ``nuisance`` in [0, 1] scales the nuisance variation (pose, position, drift, background texture,
+    lighting ramp, blur, noise, occlusion rate); identity and expression are unaffected, and 1.0 is the
+    default dataset. The random stream is the same for every value, so it only changes amplitudes.
+    """
+    n = float(nuisance)
     S = FRAME_SIZE
     T = int(num_frames)
     tracks = X.sample_tracks(X.EXPRESSIONS[label], T, rng)
     idp = F.sample_identity(rng)
-    bg = _background(rng, S)
-    p0 = np.array([rng.uniform(-0.3, 0.3), rng.uniform(-0.12, 0.12), rng.uniform(-0.2, 0.2),
-                   rng.uniform(78, 95), S / 2 + rng.uniform(-10, 10), S / 2 + 6 + rng.uniform(-10, 10)])  # fmt: skip
+    bg = _background(rng, S, n)
+    p0 = np.array([rng.uniform(-0.3, 0.3) * n, rng.uniform(-0.12, 0.12) * n, rng.uniform(-0.2, 0.2) * n,
+                   rng.uniform(78, 95), S / 2 + rng.uniform(-10, 10) * n, S / 2 + 6 + rng.uniform(-10, 10) * n])  # fmt: skip
     drift = np.array([rng.uniform(-0.15, 0.15), rng.uniform(-0.05, 0.05), rng.uniform(-0.08, 0.08), 0.0,
-                      rng.uniform(-6, 6), rng.uniform(-6, 6)])  # fmt: skip
+                      rng.uniform(-6, 6), rng.uniform(-6, 6)]) * n  # fmt: skip
     # lighting: a linear gain ramp across the frame and a global exposure
     phi = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) / (S / 2) - 1
-    gain = rng.uniform(0.75, 1.15) * (1 + rng.uniform(0, 0.35) * (xx * np.cos(phi) + yy * np.sin(phi)))
+    gain = (1 + (rng.uniform(0.75, 1.15) - 1) * n) * (
+        1 + rng.uniform(0, 0.35) * n * (xx * np.cos(phi) + yy * np.sin(phi))
+    )
     gain = np.repeat(gain[..., None], 3, axis=-1).astype(np.float32)
-    blur = rng.uniform(0, 1.1)
-    noise_bank = rng.normal(0, rng.uniform(1, 6), (5, S, S, 3)).astype(np.float32)
+    blur = rng.uniform(0, 1.1) * n
+    noise_bank = rng.normal(0, 1 + (rng.uniform(1, 6) - 1) * n, (5, S, S, 3)).astype(np.float32)
     occ = None
-    if rng.random() < 0.08:
+    if rng.random() < 0.08 * n:
         a = int(rng.integers(0, T))
         occ = (a, int(rng.integers(a, T + 1)), int(rng.choice([1, 3, 13, 15, 18, 25])), rng.uniform(22, 40),
                rng.uniform(22, 40), rng.uniform(30, 220, 3), rng.uniform(-12, 12, 2))  # fmt: skip
@@ -140,10 +154,10 @@ def render_clip(label: int, num_frames: int, rng: np.random.Generator) -> tuple[
     return frames, lms
 
 
-def write_clip(out: Path, item: dict, *, videos: bool = False) -> None:
+def write_clip(out: Path, item: dict, *, videos: bool = False, nuisance: float = 1.0) -> None:
     """Renders ``item`` (from ``plan_clips``) and writes its frames, landmarks and optional video."""
     rng = np.random.default_rng(item["seed"])
-    frames, lms = render_clip(item["label"], item["num_frames"], rng)
+    frames, lms = render_clip(item["label"], item["num_frames"], rng, nuisance)
     quality = int(rng.integers(75, 96))
     d = out / "Clip" / "clip_224x224" / item["id"]
     d.mkdir(parents=True, exist_ok=True)
