@@ -2,13 +2,14 @@
 
 Run::
 
-    python -m data_prep.synthesize --dataset see --out runs/demo/see_raw
-    python -m data_prep.build --dataset see --raw runs/demo/see_raw --out runs/demo/see_shards
+    python -m data_prep.synthesize --kind see --out runs/demo/see_raw --no-raw-events
+    python -m data_prep.build --dataset see --root runs/demo/see_raw --out runs/demo/see_shards --size 80
     python -m fer_jax.train --config configs/demo_see.py --workdir runs/demo/see \\
         --config.data.dir=runs/demo/see_shards
 
-Shrunk for the CPU: 64 px (2x2 ResNet-18 maps, 8 tokens per modality), d_model 32, N 8, a light
-HCE-MoE (the 8 experts and top-2 routing stay), batch 16, 240 steps with a one-cycle schedule. Same
+Shrunk for the CPU: 80 px (3x3 ResNet-18 maps, 18 tokens per modality), d_model 32, N 8, a light
+HCE-MoE (the 8 experts and top-2 routing stay), batch 16, 60 steps with a one-cycle schedule
+(the step time decides the step count: see docs/bench/mco_e_net.md). Same
 architecture and loss otherwise. ``configs/demo_see_rgb.py`` is its RGB-only ablation.
 """
 
@@ -19,7 +20,7 @@ from configs import see
 
 def get_config():
     c = see.get_config()
-    c.data.image_size = 64
+    c.data.image_size = 80  # 3x3 final maps: XLA:CPU convs on 2x2 maps (64 px) are a slow path
     c.data.num_workers = 0
     m = c.model
     m.d_model = 32
@@ -29,9 +30,9 @@ def get_config():
     m.moe.deep_dropout = 0.1
     m.moe.focal_hidden = 64
     c.train.batch_size = 16
-    c.train.num_steps = 240
-    c.train.eval_every_steps = 120
-    c.train.log_every_steps = 20
+    c.train.num_steps = 60  # ~4.7 s per step measured on the busy 2-core CPU (docs/bench/mco_e_net.md)
+    c.train.eval_every_steps = 60
+    c.train.log_every_steps = 10
     c.optim.lr = 1e-3
     c.optim.schedule = "onecycle"
     c.optim.pct_start = 0.2
