@@ -155,3 +155,18 @@ def test_initialisation_follows_torchvision_and_is_reproducible():
     assert np.abs(fc).max() <= 512**-0.5 and np.abs(fc).max() > 0.9 * 512**-0.5
     np.testing.assert_allclose(fc.std(), 512**-0.5 / np.sqrt(3), rtol=0.05)
     assert not np.allclose(kernel, np.asarray(resnet18(rngs=nnx.Rngs(1)).layer4[0].conv1.kernel[...]))
+
+
+def test_width_scales_every_stage_and_the_feature_size():
+
+    full = resnet18(num_classes=None, rngs=nnx.Rngs(0))
+    small = resnet18(num_classes=None, width=16, rngs=nnx.Rngs(0))
+    n_full = sum(x.size for x in jax.tree.leaves(nnx.state(full, nnx.Param)))
+    n_small = sum(x.size for x in jax.tree.leaves(nnx.state(small, nnx.Param)))
+    # conv weights scale with width^2: a quarter of the width is about 1/16 of the parameters
+    assert 1 / 20 < n_small / n_full < 1 / 12
+    assert small.num_features == 128
+    y = small(jnp.zeros((1, 100, 100, 3)))
+    assert y.shape == (1, 4, 4, 128)
+    with pytest.raises(ValueError):
+        resnet18(width=0, rngs=nnx.Rngs(0))

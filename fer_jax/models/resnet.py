@@ -55,7 +55,7 @@ class ResNet(nnx.Module):
 
     ``__call__(x, *, return_stages=False)`` with ``x`` ``(N, H, W, in_channels)``:
     - ``num_classes`` int: logits ``(N, num_classes)``;
-    - ``num_classes=None``: the last feature map ``(N, ceil(H / 32), ceil(W / 32), 512)`` (torchvision's
+    - ``num_classes=None``: the last feature map ``(N, ceil(H / 32), ceil(W / 32), 8 * width)`` (512) (torchvision's
       floor arithmetic at each stride), and with ``return_stages=True`` the pair
       ``(last_map, [layer1, layer2, layer3, layer4 maps])`` (strides 4, 8, 16, 32; widths 64..512).
     With a head, ``return_stages=True`` returns ``(logits, stage_maps)``.
@@ -67,17 +67,22 @@ class ResNet(nnx.Module):
         *,
         in_channels: int = 3,
         num_classes: int | None = 1000,
+        width: int = 64,
         rngs: nnx.Rngs,
     ):
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
         self.in_channels = in_channels
         self.num_classes = num_classes
-        self.num_features = 512
-        self.conv1 = conv2d(in_channels, 64, 7, stride=2, rngs=rngs)
-        self.bn1 = _bn(64)
-        widths = (64, 128, 256, 512)
-        c_in = 64
+        # width != 64 is not torchvision's network (no pretrained weights fit it); it lets the CPU demo
+        # shrink the backbone the way paper 1's "small backbone width" suggests, with the same topology.
+        widths = (width, 2 * width, 4 * width, 8 * width)
+        self.num_features = widths[-1]
+        self.conv1 = conv2d(in_channels, width, 7, stride=2, rngs=rngs)
+        self.bn1 = _bn(width)
+        c_in = width
         for i, (width, blocks) in enumerate(zip(widths, layers)):
             stage = []
             for b in range(blocks):
@@ -88,7 +93,7 @@ class ResNet(nnx.Module):
         if num_classes is None:
             self.fc = nnx.data(None)
         else:
-            self.fc = linear(512, num_classes, rngs=rngs)
+            self.fc = linear(self.num_features, num_classes, rngs=rngs)
 
     def stages(self) -> list[nnx.List]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
@@ -107,11 +112,18 @@ class ResNet(nnx.Module):
         return (out, stage_maps) if return_stages else out
 
 
-def resnet18(*, in_channels: int = 3, num_classes: int | None = 1000, rngs: nnx.Rngs) -> ResNet:
-    """torchvision ``resnet18`` (11.7 M parameters with the 1000-class head; 1.81 GMACs at 224)."""
-    return ResNet((2, 2, 2, 2), in_channels=in_channels, num_classes=num_classes, rngs=rngs)
+def resnet18(
+    *, in_channels: int = 3, num_classes: int | None = 1000, width: int = 64, rngs: nnx.Rngs
+) -> ResNet:
+    """torchvision ``resnet18`` (11.7 M parameters with the 1000-class head; 1.81 GMACs at 224).
+
+    ``width`` is the first stage's channel count (64 in torchvision; stages use 1, 2, 4, 8 times it).
+    """
+    return ResNet((2, 2, 2, 2), in_channels=in_channels, num_classes=num_classes, width=width, rngs=rngs)
 
 
-def resnet34(*, in_channels: int = 3, num_classes: int | None = 1000, rngs: nnx.Rngs) -> ResNet:
+def resnet34(
+    *, in_channels: int = 3, num_classes: int | None = 1000, width: int = 64, rngs: nnx.Rngs
+) -> ResNet:
     """torchvision ``resnet34`` (21.8 M parameters with the 1000-class head; 3.66 GMACs at 224)."""
-    return ResNet((3, 4, 6, 3), in_channels=in_channels, num_classes=num_classes, rngs=rngs)
+    return ResNet((3, 4, 6, 3), in_channels=in_channels, num_classes=num_classes, width=width, rngs=rngs)
