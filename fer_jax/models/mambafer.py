@@ -1,0 +1,253 @@
+"""MambaFER (paper 1, Table 1): EfficientNetV2-S per frame -> facial CBAM -> Mamba blocks -> MHSA -> MLP.
+
+Shapes, stage by stage (Table 1, channels-last; ``C`` = backbone features, 1280 at width 1.0)::
+
+    frames     (B, T, H, W, 3)  ImageNet-normalised;  landmarks (B, T, 68, 2)  (x, y) in [0, 1]
+    backbone   (B*T, h, w, C)   EfficientNetV2-S features (stride 32: 112 -> 4x4)
+    cbam       (B*T, h, w, C)   channel -> facial-region x landmark mask -> multi-scale spatial -> enhancer
+    pool       (B, T, C)        global average pooling, reshaped to a sequence
+    proj       (B, T, d_model)  temporal linear projection
+    ssm        (B, T, d_model)  num_ssm_blocks pre-norm residual Mamba blocks (uni- or bidirectional)
+    mhsa       (B, T, d_model)  pre-norm residual temporal multi-head self-attention
+    mean       (B, d_model)     final LayerNorm, average over frames
+    logits     (B, K)           MLP d_model -> 512 -> 256 -> 128 -> K with dropout
+
+Every component is switchable (``config.model``): ``use_cbam`` (channel + region + spatial attention),
+``use_region_attention``, ``use_landmark_mask``, ``use_spatial_attention``, ``use_enhancer``,
+``num_ssm_blocks`` (0 = no SSM), ``bidirectional``, ``use_mhsa``. Frames whose landmarks are all zero use
+the canonical aligned-face template (``attention.CANONICAL_LANDMARKS``).
+
+Grad-CAM hooks: :meth:`MambaFER.features` returns the backbone and CBAM maps, and
+:meth:`MambaFER.classify_from` continues the forward pass from either map, so the class logit can be
+differentiated with respect to it (``fer_jax.interpret.gradcam``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fer_jax.models.attention import (
+    NUM_LANDMARKS,
+    FacialCBAM,
+    TemporalSelfAttention,
+    fill_missing_landmarks,
+)
+from fer_jax.models.efficientnet_v2 import efficientnet_v2_s
+from fer_jax.models.ssm import MambaLayer
+
+LAYERS = ("backbone", "cbam")
+
+
+class MLPHead(nnx.Module):
+    """``d_in -> hidden[0] -> ... -> num_classes`` with ReLU and dropout after each hidden layer.
+
+    x ``(B, d_in)`` -> ``(B, num_classes)``.
+    """
+
+    def __init__(self, d_in: int, hidden: Sequence[int], num_classes: int, *, dropout: float, rngs: nnx.Rngs):
+        dims = [d_in, *hidden]
+        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims[:-1], dims[1:])])
+        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.out = nnx.Linear(dims[-1], num_classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self.hidden:
+            x = self.dropout(jax.nn.relu(layer(x)))
+        return self.out(x)
+
+
+class MambaFER(nnx.Module):
+    """Paper 1's model; ``model(frames, landmarks) -> {"logits": (B, num_classes)}`` (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 7,
+        backbone_width: float = 1.0,
+        backbone_depth: float = 1.0,
+        stochastic_depth_prob: float = 0.2,
+        d_model: int = 1280,
+        num_ssm_blocks: int = 2,
+        bidirectional: bool = False,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        scan_method: str = "auto",
+        use_cbam: bool = True,
+        use_region_attention: bool = True,
+        use_landmark_mask: bool = True,
+        use_spatial_attention: bool = True,
+        use_enhancer: bool = True,
+        num_regions: int = 8,
+        cbam_reduction: int = 16,
+        landmark_sigma: float = 0.5,
+        use_mhsa: bool = True,
+        mhsa_heads: int = 8,
+        mlp_dims: Sequence[int] = (512, 256, 128),
+        dropout: float = 0.3,
+        rngs: nnx.Rngs,
+    ):
+        if num_ssm_blocks < 0:
+            raise ValueError(f"num_ssm_blocks must be >= 0, got {num_ssm_blocks}")
+        if use_mhsa and d_model % mhsa_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by mhsa_heads {mhsa_heads}")
+        self.num_classes = num_classes
+        self.backbone = efficientnet_v2_s(
+            num_classes=None,
+            width_mult=backbone_width,
+            depth_mult=backbone_depth,
+            stochastic_depth_prob=stochastic_depth_prob,
+            rngs=rngs,
+        )
+        channels = self.backbone.num_features
+        self.num_features = channels
+        # use_cbam switches the three attention stages (channel always included); the enhancer is separate
+        if use_cbam or use_enhancer:
+            self.cbam = FacialCBAM(
+                channels,
+                use_channel=use_cbam,
+                use_region=use_cbam and use_region_attention,
+                use_landmark_mask=use_landmark_mask,
+                use_spatial=use_cbam and use_spatial_attention,
+                use_enhancer=use_enhancer,
+                num_regions=num_regions,
+                reduction=cbam_reduction,
+                landmark_sigma=landmark_sigma,
+                rngs=rngs,
+            )
+        else:
+            self.cbam = nnx.data(None)
+        self.proj = nnx.Linear(channels, d_model, rngs=rngs)
+        self.ssm = nnx.List(
+            [
+                MambaLayer(
+                    d_model,
+                    bidirectional=bidirectional,
+                    d_state=d_state,
+                    d_conv=d_conv,
+                    expand=expand,
+                    scan_method=scan_method,
+                    rngs=rngs,
+                )
+                for _ in range(num_ssm_blocks)
+            ]
+        )
+        self.mhsa = (
+            TemporalSelfAttention(d_model, num_heads=mhsa_heads, dropout=0.0, rngs=rngs)
+            if use_mhsa
+            else nnx.data(None)
+        )
+        # final norm before pooling: the pre-norm residual stack leaves its output un-normalised
+        self.norm_f = nnx.LayerNorm(d_model, rngs=rngs)
+        self.head = MLPHead(d_model, mlp_dims, num_classes, dropout=dropout, rngs=rngs)
+
+    # -- stages ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_inputs(frames: jax.Array, landmarks: jax.Array) -> None:
+        if frames.ndim != 5 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (B, T, H, W, 3), got {frames.shape}")
+        if landmarks.shape != (*frames.shape[:2], NUM_LANDMARKS, 2):
+            raise ValueError(
+                f"landmarks must be {(*frames.shape[:2], NUM_LANDMARKS, 2)}, got {landmarks.shape}"
+            )
+
+    @staticmethod
+    def _flat_landmarks(landmarks: jax.Array) -> jax.Array:
+        b, t = landmarks.shape[:2]
+        return fill_missing_landmarks(landmarks.astype(jnp.float32)).reshape(b * t, NUM_LANDMARKS, 2)
+
+    def features(self, frames: jax.Array, landmarks: jax.Array) -> dict[str, jax.Array]:
+        """The per-frame maps Grad-CAM explains: ``{"backbone": (B*T, h, w, C), "cbam": (B*T, h, w, C)}``.
+
+        Without any CBAM stage "cbam" is the backbone map itself.
+        """
+        self._check_inputs(frames, landmarks)
+        b, t = frames.shape[:2]
+        x = self.backbone(frames.reshape(b * t, *frames.shape[2:]))
+        refined = self.cbam(x, self._flat_landmarks(landmarks)) if self.cbam is not None else x
+        return {"backbone": x, "cbam": refined}
+
+    def temporal(self, pooled: jax.Array) -> jax.Array:
+        """The temporal model and head: pooled frame features ``(B, T, C)`` -> logits ``(B, K)``."""
+        x = self.proj(pooled)
+        for layer in self.ssm:
+            x = layer(x)
+        if self.mhsa is not None:
+            x = self.mhsa(x)
+        x = jnp.mean(self.norm_f(x), axis=1)
+        return self.head(x)
+
+    def classify_from(self, layer: str, fmap: jax.Array, landmarks: jax.Array) -> jax.Array:
+        """Continues the forward pass from ``features(...)[layer]``.
+
+        fmap ``(B*T, h, w, C)``, landmarks ``(B, T, 68, 2)`` (they give B and T, and feed the region
+        attention when ``layer == "backbone"``) -> logits ``(B, K)``.
+        """
+        if layer not in LAYERS:
+            raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
+        b, t = landmarks.shape[:2]
+        if layer == "backbone" and self.cbam is not None:
+            fmap = self.cbam(fmap, self._flat_landmarks(landmarks))
+        pooled = jnp.mean(fmap, axis=(1, 2)).reshape(b, t, fmap.shape[-1])
+        return self.temporal(pooled)
+
+    def __call__(self, frames: jax.Array, landmarks: jax.Array) -> dict[str, jax.Array]:
+        maps = self.features(frames, landmarks)
+        logits = self.classify_from("cbam", maps["cbam"], landmarks)
+        return {"logits": logits.astype(jnp.float32)}
+
+
+# -- registry contract ----------------------------------------------------------------------------------
+_MODEL_KEYS = (
+    "backbone_width",
+    "backbone_depth",
+    "stochastic_depth_prob",
+    "d_model",
+    "num_ssm_blocks",
+    "bidirectional",
+    "d_state",
+    "d_conv",
+    "expand",
+    "scan_method",
+    "use_cbam",
+    "use_region_attention",
+    "use_landmark_mask",
+    "use_spatial_attention",
+    "use_enhancer",
+    "num_regions",
+    "cbam_reduction",
+    "landmark_sigma",
+    "use_mhsa",
+    "mhsa_heads",
+    "dropout",
+)
+
+
+def from_config(config, *, rngs: nnx.Rngs) -> MambaFER:
+    """Builds MambaFER from ``config.model`` (missing keys take the constructor's defaults) and loads
+    converted ImageNet backbone weights when ``config.model.backbone_weights`` names a directory."""
+    m = config.model
+    kwargs = {k: m[k] for k in _MODEL_KEYS if k in m}
+    if "mlp_dims" in m:
+        kwargs["mlp_dims"] = tuple(int(d) for d in m.mlp_dims)
+    model = MambaFER(num_classes=m.num_classes, **kwargs, rngs=rngs)
+    weights = m.get("backbone_weights", "")
+    if weights:
+        from fer_jax.convert import load_backbone_into  # lazy: conversion code is not needed otherwise
+
+        load_backbone_into(model.backbone, weights)
+    return model
+
+
+def input_spec(config) -> dict[str, tuple[tuple[int, ...], type]]:
+    """``frames`` ``(T, S, S, 3)`` and ``landmarks`` ``(T, 68, 2)``, both float32, for one clip."""
+    t, s = int(config.data.num_frames), int(config.data.image_size)
+    return {
+        "frames": ((t, s, s, 3), np.float32),
+        "landmarks": ((t, NUM_LANDMARKS, 2), np.float32),
+    }
