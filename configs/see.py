@@ -166,6 +166,7 @@ def model_config() -> ml_collections.ConfigDict:
     m.moe.deep_res_coef = 1.0  # plain residual; the official code learns one from 0.3
     m.moe.focal_hidden = 512
     m.orthogonal_weight = 1.0  # lambda of eq. 17
+    m.backbone_width = 64  # ResNet-18 first-stage channels; 64 = torchvision (the only width weights fit)
     m.backbone_weights = ""
     m.rgb_backbone_weights = ""
     m.event_backbone_weights = ""

@@ -91,6 +91,7 @@ class MCOENet(nnx.Module):
         mlp_hidden: int = 512,
         orthogonal_weight: float = 1.0,
         backbone_weights: dict | None = None,
+        backbone_width: int = 64,
         rngs: nnx.Rngs,
     ):
         if tokenization not in TOKENIZATIONS:
@@ -111,9 +112,12 @@ class MCOENet(nnx.Module):
         # -- tokenisation ---------------------------------------------------------------------------
         if tokenization == "spatial":
             self.backbones = nnx.Dict(
-                {m: resnet18(in_channels=in_ch[m], num_classes=None, rngs=rngs) for m in self.modalities}
+                {
+                    m: resnet18(in_channels=in_ch[m], num_classes=None, width=backbone_width, rngs=rngs)
+                    for m in self.modalities
+                }
             )
-            feat = 512
+            feat = 8 * backbone_width  # 512 for the torchvision ResNet-18
             side = -(-image_size // 32)
             self.num_tokens = num_frames * side * side
         else:
@@ -121,7 +125,9 @@ class MCOENet(nnx.Module):
                 raise ValueError(f"model.token_width must divide 2000, got {token_width}")
             self.backbones = nnx.Dict(
                 {
-                    f"{m}_{pos}": resnet18(in_channels=in_ch[m], num_classes=1000, rngs=rngs)
+                    f"{m}_{pos}": resnet18(
+                        in_channels=in_ch[m], num_classes=1000, width=backbone_width, rngs=rngs
+                    )
                     for m in self.modalities
                     for pos in ("first", "last")
                 }
@@ -275,6 +281,7 @@ def from_config(config, *, rngs: nnx.Rngs) -> MCOENet:
         mlp_hidden=mc.get("mlp_hidden", 512),
         orthogonal_weight=mc.get("orthogonal_weight", 1.0),
         backbone_weights=weights,
+        backbone_width=mc.get("backbone_width", 64),
         rngs=rngs,
     )
 
