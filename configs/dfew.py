@@ -1,0 +1,67 @@
+"""MambaFER on DFEW (paper 1): the paper's training settings.
+
+Run::
+
+    python -m fer_jax.train --config configs/dfew.py --workdir runs/dfew --config.data.dir=/data/dfew_shards
+
+Paper settings: 16 frames per clip at 112x112 (the public DFEW codebases' size; the paper gives none),
+EfficientNetV2-S (width/depth 1.0) + facial CBAM + 2 unidirectional Mamba blocks (d_model 1280) + temporal
+MHSA + MLP 1280-512-256-128-7; batch 8, up to 200 epochs, AdamW lr 1e-4 / weight decay 0.01, OneCycle,
+focal loss (gamma 2) with smoothed inverse-frequency class weights clipped to [0.1, 10], EMA of weights,
+early stopping on UAR with patience 20. ``--config.model.backbone_weights=DIR`` loads converted ImageNet
+weights (``python -m fer_jax.convert``). Ablations are one override away, e.g.
+``--config.model.use_cbam=False``, ``--config.model.num_ssm_blocks=0``, ``--config.model.use_mhsa=False``,
+``--config.model.bidirectional=True``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.common import base_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = base_config()
+    c.data.dataset = "dfew"
+    c.data.num_frames = 16
+    c.data.image_size = 112
+
+    m = c.model
+    m.name = "mambafer"
+    m.num_classes = 7
+    m.backbone_width = 1.0
+    m.backbone_depth = 1.0
+    m.backbone_weights = ""  # directory written by `python -m fer_jax.convert`; "" = random init
+    m.d_model = 1280
+    m.num_ssm_blocks = 2
+    m.bidirectional = False
+    m.d_state = 16
+    m.scan_method = "auto"
+    m.use_cbam = True
+    m.use_region_attention = True
+    m.use_landmark_mask = True
+    m.use_spatial_attention = True
+    m.use_enhancer = True
+    m.landmark_sigma = 0.5  # Gaussian landmark heatmaps, in feature-map cells
+    m.use_mhsa = True
+    m.mhsa_heads = 8
+    m.mlp_dims = (512, 256, 128)
+    m.dropout = 0.3
+
+    c.train.batch_size = 8
+    c.train.num_epochs = 200
+    c.train.early_stopping_patience = 20
+    c.train.ema_decay = 0.999
+
+    c.optim.name = "adamw"
+    c.optim.lr = 1e-4
+    c.optim.weight_decay = 0.01
+    c.optim.schedule = "onecycle"
+
+    c.loss.name = "focal"
+    c.loss.gamma = 2.0
+    c.loss.class_weights = "inverse_freq"
+    c.loss.label_smoothing = 0.0
+    c.loss.au_reweight = 0.0  # AU-guided re-weighting strength (paper's option); 0 = off
+    return c
