@@ -1,0 +1,1 @@
+"""Interpretation tools: Grad-CAM heatmaps (``gradcam``), action-unit analysis and figures."""
