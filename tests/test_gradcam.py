@@ -45,3 +45,18 @@ def test_gradcam_rejects_bad_options():
         gradcam(Toy(), jnp.ones((2, 4, 4, 1)), jnp.zeros((2, 68, 2)), 0, layer="backbone", normalize="max")
     with pytest.raises(ValueError):
         gradcam(Toy(), jnp.ones((4, 4, 1)), jnp.zeros((2, 68, 2)), 0, layer="backbone")
+
+
+def test_gradcam_strip_and_au_plot_write_pngs(tmp_path):
+    from fer_jax.interpret.au import AU_NAMES
+    from fer_jax.interpret.figures import save_au_plot, save_gradcam_strip
+
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    p = save_gradcam_strip(
+        frames, np.random.default_rng(0).uniform(size=(3, 4, 4)), tmp_path / "s.png", title="x"
+    )
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    q = save_au_plot(np.zeros((3, len(AU_NAMES))), AU_NAMES, tmp_path / "au.png")
+    assert q.stat().st_size > 0
+    with pytest.raises(ValueError):
+        save_gradcam_strip(frames, np.zeros((2, 4, 4)), tmp_path / "bad.png")
