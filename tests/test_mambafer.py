@@ -68,3 +68,27 @@ def test_missing_landmarks_use_template():
     out = np.asarray(attention.fill_missing_landmarks(lm))
     np.testing.assert_array_equal(out[0], attention.CANONICAL_LANDMARKS)
     np.testing.assert_allclose(out[1], 0.3, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_gradients_reach_every_parameter_and_eval_is_deterministic():
+    model = MambaFER(**TINY, scan_method="sequential", rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    frames = jnp.asarray(rng.normal(size=(2, 4, 48, 48, 3)), jnp.float32)
+    lms = jnp.asarray(attention.CANONICAL_LANDMARKS + rng.normal(scale=0.01, size=(2, 4, 68, 2)), jnp.float32)
+
+    @nnx.jit
+    def grads(m, f, lm):
+        return nnx.grad(lambda mod: jnp.sum(mod(f, lm)["logits"] ** 2))(m)
+
+    g = grads(model, frames, lms)
+    zero = [p for p, v in nnx.to_flat_state(g) if not np.any(np.asarray(v[...]) != 0)]
+    assert not zero, f"no gradient reaches {zero}"
+
+    fwd = nnx.jit(lambda m, f, lm: m(f, lm)["logits"])
+    model.eval()
+    a, b = fwd(model, frames, lms), fwd(model, frames, lms)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    model.train()
+    c, d = fwd(model, frames, lms), fwd(model, frames, lms)
+    assert not np.allclose(np.asarray(c), np.asarray(d))  # dropout draws differ in train mode
