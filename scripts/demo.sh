@@ -28,7 +28,7 @@ DFEW_SIZE=$(cfg demo_dfew c.data.image_size)
 SEE_SIZE=$(cfg demo_see c.data.image_size)
 
 step "synthesize DFEW-layout clips ($DFEW_CLIPS)"
-"$PY" -m data_prep.synthesize --kind dfew --out "$OUT/raw/dfew" --clips "$DFEW_CLIPS" --seed 0
+"$PY" -m data_prep.synthesize --kind dfew --out "$OUT/raw/dfew" --clips "$DFEW_CLIPS" --seed 0 --nuisance 0.3
 step "synthesize SEE-layout sequences ($SEE_CLIPS)"
 "$PY" -m data_prep.synthesize --kind see --out "$OUT/raw/see" --clips "$SEE_CLIPS" --seed 0 --no-raw-events
 step "build DFEW shards ($DFEW_FRAMES frames at ${DFEW_SIZE}px, face alignment + enhancement)"

@@ -36,9 +36,7 @@ _EXTRA: dict[str, tuple[Callable[..., nnx.Module], Callable[[Any], dict]]] = {}
 InputSpec = dict[str, tuple[tuple[int, ...], Any]]
 
 
-def register(
-    name: str, builder: Callable[..., nnx.Module], spec: Callable[[Any], InputSpec]
-) -> None:
+def register(name: str, builder: Callable[..., nnx.Module], spec: Callable[[Any], InputSpec]) -> None:
     """Registers a model under ``name`` (``builder(config, *, rngs)``, ``spec(config)``)."""
     _EXTRA[name] = (builder, spec)
 
@@ -72,6 +70,5 @@ def input_spec(config) -> InputSpec:
 def dummy_inputs(config, batch_size: int = 1) -> dict[str, np.ndarray]:
     """Zero-filled inputs with a leading batch axis, for shape checks, FLOPs counts and warm-up."""
     return {
-        k: np.zeros((batch_size, *shape), dtype=dtype)
-        for k, (shape, dtype) in input_spec(config).items()
+        k: np.zeros((batch_size, *shape), dtype=dtype) for k, (shape, dtype) in input_spec(config).items()
     }
