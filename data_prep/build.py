@@ -68,6 +68,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="dfew landmark source: none | template | file:DIR (<id>.npy, default DIR under --root) | lbf:MODEL",
     )
     p.add_argument(
+        "--align",
+        default="auto",
+        choices=("auto", "detector", "landmarks"),
+        help="dfew face alignment: Haar detector per frame, or a similarity fit of the landmarks onto the "
+        "template (much faster, steadier); auto = landmarks with file:/lbf: landmarks, else detector",
+    )
+    p.add_argument(
         "--source", default="auto", choices=("auto", "frames", "video", "frames16"), help="dfew clip source"
     )
     p.add_argument(
@@ -116,6 +123,13 @@ def _settings(a: argparse.Namespace) -> dict:
             LBFLandmarker(lm[4:])
         except ValueError as e:
             raise UsageError(str(e)) from e
+    align = a.align
+    if align == "auto":
+        align = "landmarks" if lm.startswith(("file:", "lbf:")) else "detector"
+    if align == "landmarks" and not lm.startswith(("file:", "lbf:")):
+        raise UsageError(
+            f"--align landmarks needs per-frame landmarks (--landmarks file:DIR or lbf:MODEL), got {lm}"
+        )
     s = {
         "dataset": a.dataset,
         "frames": frames,
@@ -127,6 +141,7 @@ def _settings(a: argparse.Namespace) -> dict:
         s.update(
             fold=a.fold,
             landmarks=lm,
+            align=align,
             source=a.source,
             simulate_events=a.simulate_events,
             enhance=not a.no_enhance,
@@ -198,7 +213,8 @@ def _plan(settings: dict, root: Path, workers: int, quiet: bool):
         names = dfew.class_names()
         st = dfew.Settings(
             frames=settings["frames"], size=settings["size"], encoding=settings["encoding"],
-            landmarks=settings["landmarks"], enhance=settings["enhance"],
+            landmarks=settings["landmarks"], align=settings.get("align", "detector"),
+            enhance=settings["enhance"],
             simulate_events=settings["simulate_events"], bins=settings["bins"],
         )  # fmt: skip
         feats = features(

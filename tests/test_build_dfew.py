@@ -58,6 +58,24 @@ def test_dfew_records_hold_aligned_frames_and_file_landmarks(dfew_shards):
     # the eyes of the drawn face sit above its mouth after alignment
     assert lm[:, 36:48, 1].mean() < lm[:, 48:68, 1].mean()
     assert rec["face_found"].shape == (8,)
+    # file landmarks default to landmark alignment: a similarity fit puts them near the template
+    assert load_manifest(dfew_shards)["preprocessing"]["align"] == "landmarks"
+    assert np.abs(lm - TEMPLATE_68).mean() < 0.03
+
+
+def test_detector_alignment_is_still_available_and_landmark_alignment_needs_landmarks(dfew_raw, tmp_path):
+    base = ["--dataset", "dfew", "--root", str(dfew_raw), "--frames", "2", "--size", "48", "--workers", "1",
+            "--quiet"]  # fmt: skip
+    assert (
+        build.main([*base, "--out", str(tmp_path / "a"), "--landmarks", "template", "--align", "landmarks"])
+        == 2
+    )
+    out = tmp_path / "d"
+    assert build.main([*base, "--out", str(out), "--landmarks", "file:landmarks", "--align", "detector"]) == 0
+    assert load_manifest(out)["preprocessing"]["align"] == "detector"
+    lm = next(iter(_records(out, "test").values()))["landmarks"]
+    # the Haar box frames the face differently from the template fit, but the face is upright and inside
+    assert lm[:, 36:48, 1].mean() < lm[:, 48:68, 1].mean() and 0.0 <= lm.min() and lm.max() <= 1.0
 
 
 def test_rerun_with_same_settings_skips_and_other_settings_refuse(dfew_raw, dfew_shards, capsys):

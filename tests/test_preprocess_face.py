@@ -8,7 +8,7 @@ import pytest
 import skimage.data
 
 from fer_jax.preprocess.clip import prepare_eye_clip, prepare_face_clip
-from fer_jax.preprocess.face import enhance, rotation_about
+from fer_jax.preprocess.face import align_matrix, enhance, fit_from_landmarks, rotation_about
 from fer_jax.preprocess.landmarks import FLIP_PERMUTATION_68, TEMPLATE_68, flip_landmarks, transform_points
 
 # Pupil centres in skimage's astronaut.png (512x512), read off the image by hand: image-left eye (the
@@ -91,3 +91,42 @@ def test_eye_clip_pairs_modalities_and_resizes():
     # the shorter modality (10 frames) decides; frame k pairs with event k
     np.testing.assert_array_equal(out["rgb"][:, 0, 0, 0] + 100, out["event"][:, 0, 0, 0])
     assert out["indices"].max() < 10
+
+
+@pytest.mark.parametrize("angle,scale,shift", [(17.0, 180.0, (40.0, 70.0)), (-35.0, 90.0, (300.0, 10.0))])
+def test_fit_from_landmarks_maps_landmarks_onto_the_template(angle, scale, shift):
+    # a face whose 68 points are the template under a known similarity: the crop must undo it exactly
+    m = cv2.getRotationMatrix2D((0.0, 0.0), angle, scale)
+    m[:, 2] = shift
+    src = transform_points(TEMPLATE_68.astype(np.float64), m)
+    fit = fit_from_landmarks(src)
+    assert fit is not None and abs(fit.roll + angle) < 1e-6
+    out = transform_points(src, align_matrix(fit, 64)) / 64
+    np.testing.assert_allclose(out, TEMPLATE_68, atol=1e-5)
+
+
+def test_fit_from_landmarks_rejects_degenerate_points():
+    assert fit_from_landmarks(np.full((68, 2), 5.0)) is None
+    assert fit_from_landmarks(np.full((68, 2), np.nan)) is None
+    assert fit_from_landmarks(np.zeros((5, 2))) is None
+
+
+def test_landmark_alignment_levels_a_tilted_face_without_the_detector():
+    img = skimage.data.astronaut()
+    rot = rotation_about((256, 256), 25.0)
+    tilted = cv2.warpAffine(img, rot, (512, 512), borderMode=cv2.BORDER_REPLICATE)
+    # template landmarks placed on the astronaut's eyes: similarity from template eye centres to the eyes
+    t_eyes = np.stack([TEMPLATE_68[36:42].mean(0), TEMPLATE_68[42:48].mean(0)]).astype(np.float64)
+    m, _ = cv2.estimateAffinePartial2D(t_eyes, ASTRONAUT_EYES)
+    lm = transform_points(transform_points(TEMPLATE_68.astype(np.float64), m), rot)[None].astype(np.float32)
+
+    class NoDetector:  # the landmark path must not call the Haar detector
+        def __getattr__(self, name):
+            raise AssertionError(f"detector.{name} called")
+
+    out = prepare_face_clip([tilted], num_frames=1, size=64, landmarks=lm, enhance=False, align="landmarks",
+                            detector=NoDetector())  # fmt: skip
+    np.testing.assert_allclose(out["landmarks"][0], TEMPLATE_68, atol=1e-4)
+    assert out["face_found"].tolist() == [True]
+    with pytest.raises(ValueError, match="needs landmarks"):
+        prepare_face_clip([tilted], num_frames=1, size=64, align="landmarks")

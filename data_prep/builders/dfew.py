@@ -38,6 +38,7 @@ class Settings:
     size: int = 112
     encoding: str = "jpeg"
     landmarks: str = "template"  # none | template | file:DIR | lbf:MODEL
+    align: str = "detector"  # detector | landmarks (needs file: or lbf: landmarks)
     enhance: bool = True
     simulate_events: bool = False
     bins: int = 3
@@ -192,6 +193,7 @@ def process(item: Item, settings: Settings) -> Result:
         size=settings.size,
         landmarks=lms,
         enhance=settings.enhance,
+        align=settings.align if lms is not None else "detector",
         event_bins=settings.bins if settings.simulate_events else 0,
         fps=settings.fps,
     )

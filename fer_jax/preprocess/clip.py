@@ -11,7 +11,16 @@ import cv2
 import numpy as np
 
 from fer_jax.preprocess import events as ev
-from fer_jax.preprocess.face import FaceDetector, FaceFit, align_matrix, center_fit, enhance, fit_face, warp
+from fer_jax.preprocess.face import (
+    FaceDetector,
+    FaceFit,
+    align_matrix,
+    center_fit,
+    enhance,
+    fit_face,
+    fit_from_landmarks,
+    warp,
+)
 from fer_jax.preprocess.frames import sample_indices
 from fer_jax.preprocess.landmarks import FACE_MARGIN, TEMPLATE_68, transform_points
 
@@ -55,6 +64,7 @@ def prepare_face_clip(
     rng: np.random.Generator | None = None,
     event_bins: int = 0,
     fps: float = 25.0,
+    align: str = "detector",
 ) -> dict[str, np.ndarray]:
     """One DFEW clip -> aligned, enhanced face frames.
 
@@ -67,6 +77,9 @@ def prepare_face_clip(
       enhance: CLAHE + bilateral + unsharp mask after the crop.
       event_bins: > 0 also simulates events between each kept frame and its predecessor (same crop) and
         returns their voxel grids (``--simulate-events`` for datasets without an event camera).
+      align: ``"detector"`` (Haar face + eyes per kept frame) or ``"landmarks"`` (a similarity fit of the
+        given landmarks onto the template, ``face.fit_from_landmarks``; frames whose landmarks are
+        degenerate fall back to the detector). Needs ``landmarks`` for ``"landmarks"``.
 
     Returns dict: ``frames`` ``(T, S, S, 3)`` uint8; ``landmarks`` ``(T, 68, 2)`` float32 in [0, 1] of the
     output frame; ``face_found`` ``(T,)`` bool (False: the crop was borrowed or centred); ``indices``
@@ -76,6 +89,10 @@ def prepare_face_clip(
         raise ValueError("empty clip")
     if landmarks is not None and len(landmarks) != len(frames):
         raise ValueError(f"{len(landmarks)} landmark frames for {len(frames)} frames")
+    if align not in ("detector", "landmarks"):
+        raise ValueError(f"align must be 'detector' or 'landmarks', got {align!r}")
+    if align == "landmarks" and landmarks is None:
+        raise ValueError("align='landmarks' needs landmarks")
     detector = detector or default_detector()
     idx = sample_indices(len(frames), num_frames, mode=sample_mode, rng=rng)
     h, w = frames[0].shape[:2]
@@ -83,7 +100,9 @@ def prepare_face_clip(
     cache: dict[int, FaceFit | None] = {}
     prev = None
     for i in idx.tolist():
-        if i not in cache:
+        if i not in cache and align == "landmarks":
+            cache[i] = fit_from_landmarks(landmarks[i])
+        if i not in cache or cache[i] is None:
             # the previous frame's face is the tracking prior: a windowed search is several times cheaper
             cache[i] = fit_face(frames[i], detector, near=prev)
             prev = cache[i] or prev

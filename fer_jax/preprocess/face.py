@@ -178,6 +178,37 @@ def fit_face(rgb: np.ndarray, detector: FaceDetector, near: FaceFit | None = Non
     return fallback
 
 
+def fit_from_landmarks(points: np.ndarray, margin: float = FACE_MARGIN) -> FaceFit | None:
+    """The face fit whose crop maps 68 source landmarks ``(68, 2)`` (pixels) closest to ``TEMPLATE_68``.
+
+    A least-squares similarity (Umeyama: rotation, one scale, translation) from the landmarks to the
+    template's crop coordinates, expressed as the ``FaceFit`` that :func:`align_matrix` turns back into the
+    same similarity. About 1000x cheaper than the Haar search, and steadier across frames; None when the
+    points are degenerate (all equal, non-finite).
+    """
+    from fer_jax.preprocess.landmarks import TEMPLATE_68
+
+    src = np.asarray(points, np.float64)
+    if src.shape != (68, 2) or not np.all(np.isfinite(src)):
+        return None
+    dst = TEMPLATE_68.astype(np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs**2).sum() / len(src)
+    if var_s < 1e-9:
+        return None
+    # complex-number form of the 2-D similarity: dst ~ a * src + t with a = s * exp(i * phi)
+    zs, zd = xs[:, 0] + 1j * xs[:, 1], xd[:, 0] + 1j * xd[:, 1]
+    a = (np.conj(zs) * zd).sum() / (np.abs(zs) ** 2).sum()
+    s = abs(a)
+    # y points down, so a counter-clockwise angle in cv2's convention is -arg(a) in these coordinates
+    roll = -math.degrees(math.atan2(a.imag, a.real))
+    # the source point that lands on the crop centre (0.5, 0.5): invert dst = a * (src - mu_s) + mu_d
+    zc = (0.5 + 0.5j - (mu_d[0] + 1j * mu_d[1])) / a + (mu_s[0] + 1j * mu_s[1])
+    side = 1.0 / (s * (1.0 + 2.0 * margin))
+    return FaceFit((float(zc.real), float(zc.imag)), float(side), float(roll))
+
+
 def center_fit(height: int, width: int, margin: float = FACE_MARGIN) -> FaceFit:
     """Fallback when no face is found: the central square of the frame fills the crop exactly."""
     return FaceFit((width / 2, height / 2), min(height, width) / (1.0 + 2.0 * margin), 0.0)
