@@ -54,3 +54,15 @@ def test_demo_config_trains_and_evaluates(name, request, tmp_path):
         res = interpret(tmp_path, clips=[0], checkpoint="latest", out_dir=tmp_path / "interp")
         assert res["expert_usage"] is not None, res["notes"]
         assert (tmp_path / "interp" / "expert_usage.png").exists()
+    if config.model.name == "mambafer":
+        import json
+
+        from fer_jax.interpret.__main__ import interpret
+
+        res = interpret(tmp_path, clips=[0, 1], checkpoint="latest", out_dir=tmp_path / "interp")
+        out = tmp_path / "interp"
+        for f in ("gradcam_0.png", "gradcam_1.png", "au_0.png", "au_by_class.png", "au.json"):
+            assert (out / f).exists(), (f, res["notes"])
+        saved = json.loads((out / "au.json").read_text())
+        assert set(saved["clips"]) == {"0", "1"} and "AU12" in saved["clips"]["0"]["au"]
+        assert set(res["au_by_class"]) <= set(summary["last_eval"]["per_class"])

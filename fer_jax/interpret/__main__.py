@@ -5,9 +5,11 @@ Writes to ``--out`` (default ``<workdir>/interpret/<split>``):
 - ``expert_usage.png`` / ``expert_usage.json`` (models that report ``stats["expert_weights"]``, i.e.
   MCO-E Net's HCE-MoE): the mean routing weight of each expert over the split and per true class, and
   how often each expert is among the chosen top-k;
-- ``gradcam_<index>.png`` for each ``--clips`` index (position in the split): the Grad-CAM strip of
-  ``fer_jax.interpret.gradcam`` for that clip's frames (skipped with a note when the model or the
-  installed code offers no Grad-CAM).
+- ``gradcam_<index>.png`` for each ``--clips`` index (position in the split): the Grad-CAM strip
+  (paper 1, Figs. 3-4) of the predicted class for that clip's frames (models with ``features`` /
+  ``classify_from`` hooks, i.e. MambaFER; ``--layer cbam|backbone``);
+- ``au_<index>.png`` (AU curves of that clip), ``au_by_class.png`` (mean AU peak per true class over the
+  split) and ``au.json`` (per-clip ``clip_summary`` and the per-class table): models fed landmarks.
 """
 
 from __future__ import annotations
@@ -65,36 +67,80 @@ def usage_figure(usage: dict):
     return fig
 
 
-def _gradcam_strips(config, defs, state, batches: dict[int, dict], out: Path) -> list[str]:
-    """Grad-CAM strips for the chosen clips through ``fer_jax.interpret.gradcam`` (when present)."""
-    try:
-        from fer_jax.interpret import gradcam as gc
-    except ImportError:
-        return ["Grad-CAM skipped: fer_jax.interpret.gradcam is not available"]
-    from flax import nnx
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    """ImageNet-normalised frames ``(T, H, W, 3)`` back to displayable uint8."""
+    from fer_jax.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 
-    from fer_jax.models import registry
-    from fer_jax.training import state as state_lib
+    x = np.asarray(frames, np.float32) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
-    model = nnx.merge(defs.eval, state_lib.eval_params(state), state["rest"])
-    names = list(registry.input_spec(config))
-    notes = []
-    for index, example in batches.items():
-        inputs = {k: np.asarray(example[k])[None] for k in names}
-        try:
-            cam = gc.gradcam(model, inputs)
-            gc.save_gradcam_strip(out / f"gradcam_{index}.png", inputs, cam)
+
+def _clip_figures(model, examples: dict[int, dict], preds: dict[int, int], class_names: list[str],
+                  out: Path, layer: str) -> tuple[list[str], dict]:  # fmt: skip
+    """Grad-CAM strips (of the predicted class) and AU curves for the chosen clips of a frame model.
+
+    Returns notes and ``{index: {"label", "pred", "au": clip_summary}}``.
+    """
+    from fer_jax.interpret import au
+    from fer_jax.interpret import figures as interp_fig
+    from fer_jax.interpret import gradcam as gc
+
+    notes, per_clip = [], {}
+    for index, ex in sorted(examples.items()):
+        label, pred = int(ex["label"]), int(preds[index])
+        title = f"clip {index}: true {class_names[label]}, predicted {class_names[pred]}"
+        if hasattr(model, "features") and hasattr(model, "classify_from"):
+            cam = np.asarray(gc.gradcam(model, ex["frames"], ex["landmarks"], pred, layer=layer))
+            interp_fig.save_gradcam_strip(_to_uint8(ex["frames"]), cam, out / f"gradcam_{index}.png",
+                                          title=f"Grad-CAM ({layer}) - {title}")  # fmt: skip
             notes.append(f"wrote gradcam_{index}.png")
-        except Exception as e:  # a model without a Grad-CAM layer: say so, keep the rest
-            notes.append(
-                f"Grad-CAM for clip {index} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            )
-    return notes
+        scores = au.au_scores(ex["landmarks"])
+        interp_fig.save_au_plot(scores, au.AU_NAMES, out / f"au_{index}.png", title=title)
+        per_clip[index] = {
+            "label": class_names[label],
+            "pred": class_names[pred],
+            "au": au.clip_summary(scores),
+        }
+        notes.append(f"wrote au_{index}.png")
+    return notes, per_clip
+
+
+def au_by_class(landmarks: np.ndarray, labels: np.ndarray, class_names: list[str]) -> dict:
+    """Mean per-clip AU peak ``{class: {AU: value}}`` over a split (landmarks ``(N, T, 68, 2)``): which
+    movements characterise each expression (paper 1's AU analysis)."""
+    from fer_jax.interpret import au
+
+    peaks = np.stack([au.au_scores(clip).max(axis=0) for clip in landmarks])  # (N, n_aus)
+    return {
+        name: dict(zip(au.AU_NAMES, peaks[labels == c].mean(axis=0).round(4).tolist(), strict=True))
+        for c, name in enumerate(class_names)
+        if (labels == c).any()
+    }
+
+
+def au_class_figure(table: dict):
+    import matplotlib.pyplot as plt
+
+    from fer_jax.interpret.au import AU_NAMES
+    from fer_jax.training import figures  # noqa: F401  (selects the Agg backend)
+
+    names = list(table)
+    grid = np.asarray([[table[n][a] for a in AU_NAMES] for n in names])
+    lim = max(float(np.abs(grid).max()), 1e-6)
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=100)
+    im = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(len(AU_NAMES)), AU_NAMES, rotation=45)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_title("Mean AU peak per class (x inter-ocular distance, relative to frame 1)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
 
 
 def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None, checkpoint: str = "best",
-              out_dir: str | Path | None = None) -> dict:  # fmt: skip
-    """Library entry point; returns ``{"expert_usage": dict | None, "notes": [...], "out_dir": str}``."""
+              out_dir: str | Path | None = None, layer: str = "cbam") -> dict:  # fmt: skip
+    """Library entry point; returns ``{"expert_usage": dict | None, "au_by_class": dict | None,
+    "clips": {index: {...}}, "notes": [...], "out_dir": str}``."""
     from fer_jax.evaluate import restore_for_eval
     from fer_jax.models import registry
     from fer_jax.training import evaluation, steps
@@ -117,6 +163,7 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
                             process_count=jax.process_count(), seed=int(config.seed), augment=False)  # fmt: skip
     wanted, chosen = set(clips), {}
     chunks: dict[str, list] = {}
+    lms: list[np.ndarray] = []
     for batch in it:
         outs = jax.tree.map(np.asarray, eval_fn(state_lib.eval_params(state), state["rest"],
                                                 evaluation.device_batch(batch, names, mesh)))  # fmt: skip
@@ -124,9 +171,12 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
         for k, v in outs.items():
             if k != "mask" and v.ndim and v.shape[0] == keep.shape[0]:
                 chunks.setdefault(k, []).append(v[keep])
+        if "landmarks" in batch:
+            lms.append(np.asarray(batch["landmarks"])[keep])
         for row, idx in enumerate(np.asarray(batch.get("index", [])).tolist()):
             if idx in wanted and keep[row]:
-                chosen[idx] = {k: np.asarray(batch[k])[row] for k in names}
+                chosen[idx] = {k: np.asarray(batch[k])[row] for k in (*names, "label")}
+                chosen[idx]["__pred__"] = int(outs["pred"][row])
     outputs = {k: np.concatenate(v) for k, v in chunks.items()}
     notes = [f"checkpoint step {step}, split {split}, {len(outputs.get('label', []))} examples"]
     usage = expert_usage(outputs, class_names)
@@ -139,9 +189,29 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
     missing = sorted(wanted - set(chosen))
     if missing:
         notes.append(f"clips not in the split: {missing}")
-    if chosen:
-        notes += _gradcam_strips(config, defs, state, chosen, out)
-    return {"expert_usage": usage, "notes": notes, "out_dir": str(out)}
+    au_table, per_clip = None, {}
+    if lms:
+        au_table = au_by_class(np.concatenate(lms), outputs["label"], class_names)
+        fig_lib.save(au_class_figure(au_table), out / "au_by_class.png")
+        notes.append("wrote au_by_class.png")
+    if chosen and "landmarks" in names:
+        from flax import nnx
+
+        model = nnx.merge(defs.eval, state_lib.eval_params(state), state["rest"])
+        preds = {i: ex.pop("__pred__") for i, ex in chosen.items()}
+        more, per_clip = _clip_figures(model, chosen, preds, class_names, out, layer)
+        notes += more
+    elif chosen:
+        notes.append(f"Grad-CAM / AU skipped: {config.model.name} takes no (frames, landmarks) clips")
+    if au_table is not None or per_clip:
+        (out / "au.json").write_text(json.dumps({"by_class": au_table, "clips": per_clip}, indent=2) + "\n")
+    return {
+        "expert_usage": usage,
+        "au_by_class": au_table,
+        "clips": per_clip,
+        "notes": notes,
+        "out_dir": str(out),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,11 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default=None, help="data split (default: the config's eval split)")
     p.add_argument("--checkpoint", default="best", help="best (default), latest or a step number")
     p.add_argument("--out", default=None, help="output folder (default WORKDIR/interpret/SPLIT)")
+    p.add_argument(
+        "--layer", default="cbam", choices=("cbam", "backbone"), help="Grad-CAM feature map (MambaFER)"
+    )
     a = p.parse_args(argv)
     if any(c < 0 for c in a.clips):
         p.exit(2, "error: --clips are non-negative positions\n")
     try:
-        res = interpret(a.workdir, clips=a.clips, split=a.split, checkpoint=a.checkpoint, out_dir=a.out)
+        res = interpret(
+            a.workdir, clips=a.clips, split=a.split, checkpoint=a.checkpoint, out_dir=a.out, layer=a.layer
+        )
     except Exception as e:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         print(f"error: {type(e).__name__}: {lines[0] if lines else ''}", file=sys.stderr)
