@@ -50,7 +50,9 @@ def restore_for_eval(workdir: str | Path, checkpoint: str = "best", config=None)
     try:
         which, step = _resolve(ckpts, str(checkpoint))
         # optimizer structure does not depend on the run length: any length rebuilds the restore target
-        defs, target, _, _ = build_model_and_state(config, mesh, total_updates=1, updates_per_epoch=1)
+        defs, target, _, _ = build_model_and_state(
+            config, mesh, total_updates=1, updates_per_epoch=1, abstract=True
+        )
         state, _, _ = ckpts.restore(which, step, target)
     finally:
         ckpts.close()

@@ -93,7 +93,14 @@ def _names(tree: Any) -> list[str]:
 def flatten_state(tree: Any) -> dict[str, Any]:
     """``{name: array}`` in pytree order; PRNG keys replaced by their key data."""
     leaves = jax.tree.leaves(tree)
-    return {n: (jax.random.key_data(x) if _is_key(x) else x) for n, x in zip(_names(tree), leaves)}
+    return {n: (_key_data(x) if _is_key(x) else x) for n, x in zip(_names(tree), leaves)}
+
+
+def _key_data(x):
+    if isinstance(x, jax.ShapeDtypeStruct):  # an abstract restore target
+        data = jax.eval_shape(jax.random.key_data, x)
+        return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
+    return jax.random.key_data(x)
 
 
 def unflatten_state(target: Any, flat: dict[str, Any]) -> Any:
@@ -109,7 +116,9 @@ def unflatten_state(target: Any, flat: dict[str, Any]) -> Any:
     for n, t in zip(names, leaves):
         v = flat[n]
         if _is_key(t):
-            v = jax.random.wrap_key_data(v, impl=jax.random.key_impl(t))
+            # an abstract target's key dtype has no array to ask; the default impl is the one models use
+            impl = None if isinstance(t, jax.ShapeDtypeStruct) else jax.random.key_impl(t)
+            v = jax.random.wrap_key_data(v, impl=impl)
         elif tuple(v.shape) != tuple(t.shape):
             raise ValueError(f"checkpoint does not match the model: {n} has shape {v.shape}, model {t.shape}")
         new.append(v)

@@ -40,14 +40,18 @@ def split_model(model: nnx.Module) -> tuple[ModelDefs, Any, Any]:
 def create_state(model: nnx.Module, tx: optax.GradientTransformation, *, ema: bool) -> tuple[ModelDefs, dict]:
     """Builds the initial train state (host or default-device arrays; place it with ``mesh.put_replicated``)."""
     defs, params, rest = split_model(model)
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "rest": rest,
-        "opt_state": tx.init(params),
-        "ema": jax.tree.map(jnp.copy, params) if ema else None,
-    }
-    return defs, state
+
+    def init(params, rest):
+        return {
+            "step": jnp.zeros((), jnp.int32),
+            "params": params,
+            "rest": rest,
+            "opt_state": tx.init(params),
+            "ema": jax.tree.map(jnp.copy, params) if ema else None,
+        }
+
+    # jitted: one compilation instead of one per optimizer-state leaf
+    return defs, jax.jit(init)(params, rest)
 
 
 def eval_params(state: dict) -> Any:
