@@ -89,8 +89,11 @@ def bench_config(name: str, config, steps: int, batch_size: int | None) -> dict:
     dev_batch = evaluation.device_batch(batch, input_names, mesh)
 
     t = time.perf_counter()
-    compiled = step_fn.lower(state, dev_batch).compile()
+    lowered = step_fn.lower(state, dev_batch)
+    lower_s = time.perf_counter() - t
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - t
+    print(f"{name}: trace + lower {lower_s:.1f} s, XLA compile {compile_s - lower_s:.1f} s", flush=True)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     flops = float((cost or {}).get("flops", float("nan")))
