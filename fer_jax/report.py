@@ -102,6 +102,7 @@ def build_report(
     targets: list[Target] = (),
     lighting_comparisons: list[tuple[str, str, str, float]] = (),
     elapsed_s: float | None = None,
+    max_minutes: float | None = None,
     title: str = "fer_jax demo report",
 ) -> dict[str, Any]:
     """Writes ``out`` (Markdown) and ``summary.json`` beside it; returns the summary."""
@@ -116,7 +117,15 @@ def build_report(
         "models": {},
         "targets": [],
         "lighting_comparisons": [],
+        "time_limit": None,
     }
+    if max_minutes is not None and elapsed_s is not None:
+        minutes = elapsed_s / 60
+        summary["time_limit"] = {
+            "target": f"whole run <= {max_minutes:g} min",
+            "minutes": round(minutes, 2),
+            "met": minutes <= max_minutes,
+        }
     for name, m in metrics.items():
         entry = {
             "workdir": str(runs[name]),
@@ -169,8 +178,11 @@ def build_report(
         lines.append(
             f"| {name} | {_pct(e['war'])} | {_pct(e['uar'])} | {_pct(e['macro_f1'])} | {e['num_examples']} |"
         )
-    if summary["targets"] or summary["lighting_comparisons"]:
+    tl = summary["time_limit"]
+    if summary["targets"] or summary["lighting_comparisons"] or tl:
         lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|---|"]
+        if tl:
+            lines.append(f"| {tl['target']} | {tl['minutes']:.1f} min | {'yes' if tl['met'] else '**no**'} |")
         for t in summary["targets"]:
             lines.append(f"| {t['target']} | {_pct(t['value'])} % | {'yes' if t['met'] else '**no**'} |")
         for c in summary["lighting_comparisons"]:
@@ -209,6 +221,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"target {c['target']} under {c['condition']} light: measured {_pct(c['difference'])} points -> "
             f"{'met' if c['met'] else 'MISSED'}"
         )
+    tl = summary.get("time_limit")
+    if tl:
+        rows.append(
+            f"target {tl['target']}: measured {tl['minutes']:.1f} min -> {'met' if tl['met'] else 'MISSED'}"
+        )
     if summary.get("elapsed_s") is not None:
         rows.append(f"total wall time {summary['elapsed_s'] / 60:.1f} min on {summary['machine']}")
     return "\n".join(rows)
@@ -246,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--started", type=float, default=None, help="UNIX time the whole run started (for wall time)"
     )
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="time target for the whole run (needs --started)"
+    )
     parser.add_argument("--title", default="fer_jax demo report")
     args = parser.parse_args(argv)
     try:
@@ -260,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             targets=[Target.parse(t) for t in args.target],
             lighting_comparisons=[_parse_comparison(c) for c in args.compare_lighting],
             elapsed_s=None if args.started is None else time.time() - args.started,
+            max_minutes=args.max_minutes,
             title=args.title,
         )
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:

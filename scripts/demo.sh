@@ -59,7 +59,7 @@ step "Grad-CAM strips (MambaFER) and expert usage (MCO-E Net)"
 "$PY" -m fer_jax.interpret --workdir "$OUT/mco_e_net" --clips 0 1 2
 
 step "report"
-"$PY" -m fer_jax.report --out "$OUT/report.md" --started "$started" \
+"$PY" -m fer_jax.report --out "$OUT/report.md" --started "$started" --max-minutes 10 \
   --run mambafer="$OUT/mambafer" --run mco_e_net="$OUT/mco_e_net" --run mco_e_net_rgb="$OUT/mco_e_net_rgb" \
   --target mambafer.uar\>=0.80 --target mco_e_net.uar\>=0.85 \
   --compare-lighting mco_e_net,mco_e_net_rgb,low,0.05

@@ -64,3 +64,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert report.main(["--out", str(tmp_path / "r.md"), "--run", "bad"]) == 2
     with pytest.raises(ValueError):
         report.Target.parse("uar>0.8")
+
+
+@pytest.mark.parametrize("elapsed_s,met", [(590.0, True), (690.0, False)])
+def test_time_limit_is_a_measured_target(tmp_path, elapsed_s, met):
+    a = _run(tmp_path, "a", 0.5, 0.5)
+    s = report.build_report({"a": a}, out=tmp_path / "r.md", elapsed_s=elapsed_s, max_minutes=10)
+    assert s["time_limit"]["met"] is met and s["time_limit"]["minutes"] == pytest.approx(
+        elapsed_s / 60, abs=0.01
+    )
+    assert ("**no**" in (tmp_path / "r.md").read_text()) is not met
+    assert ("MISSED" in report.format_summary(s)) is not met
