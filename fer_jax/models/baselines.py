@@ -1,4 +1,5 @@
-"""Comparison rows of paper 1's Table 2 that the ports make cheap: ResNet-18 per frame + LSTM / GRU.
+"""Comparison rows of paper 1's Table 2 that the ports make cheap: ResNet-18 per frame + LSTM / GRU, and
+3D ResNet-18 (``fer_jax.models.r3d``, registry name ``r3d_18``).
 
 ``frames (B, T, S, S, 3)`` -> ResNet-18 features per frame -> GAP ``(B, T, 512)`` -> one recurrent layer
 (hidden ``config.model.rnn_hidden``, default 512) -> last hidden state -> dropout -> Linear -> logits.
@@ -48,8 +49,17 @@ class ResNetRNN(nnx.Module):
 
 def from_config(config, *, rngs: nnx.Rngs) -> nnx.Module:
     name = config.model.name
+    if name == "r3d_18":
+        from fer_jax.models.r3d import R3D18
+
+        return R3D18(
+            num_classes=config.model.num_classes,
+            width=config.model.get("width", 64),
+            dropout=config.model.get("dropout", 0.0),
+            rngs=rngs,
+        )
     if name not in ("resnet18_lstm", "resnet18_gru"):
-        raise ValueError(f"baselines has no model {name!r} (r3d_18 is not implemented)")
+        raise ValueError(f"baselines has no model {name!r} (resnet18_lstm, resnet18_gru, r3d_18)")
     return ResNetRNN(
         cell=name.split("_")[1],
         num_classes=config.model.num_classes,
