@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.scan_method = "sequential"
     c.train.batch_size = 16
     c.train.num_steps = 400
-    c.train.eval_every_steps = 200
+    c.train.eval_every_steps = 400  # one evaluation, at the end: each costs seconds on 2 cores
     c.train.early_stopping_patience = 0
     c.optim.lr = 2e-3
     c.optim.schedule = "onecycle"

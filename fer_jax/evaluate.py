@@ -164,7 +164,9 @@ def format_tables(m: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_jax.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="training run directory")
+    parser.add_argument(
+        "--workdir", required=True, nargs="+", help="training run directory (several: evaluated in turn)"
+    )
     parser.add_argument("--checkpoint", default="best", help="best (default), latest or a step number")
     parser.add_argument("--split", default=None, help="data split (default: the config's eval split)")
     parser.add_argument(
@@ -178,21 +180,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.passes is not None and args.passes < 1:
         parser.exit(2, "error: --passes must be >= 1\n")
-    try:
-        m = evaluate(
-            args.workdir,
-            checkpoint=args.checkpoint,
-            split=args.split,
-            passes=args.passes,
-            batch_size=args.batch_size,
-            out_dir=args.out,
-        )
-    except Exception as e:  # one line for the user, no traceback
-        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
-        return 1
-    if jax.process_index() == 0:
-        print(json.dumps(m, indent=2) if args.json else format_tables(m))
-        print(f"wrote {m.get('out_dir')}/metrics.json")
+    if args.out and len(args.workdir) > 1:
+        parser.exit(2, "error: --out takes one --workdir\n")
+    # several runs in one process: the imports and the XLA client start once
+    for workdir in args.workdir:
+        try:
+            m = evaluate(
+                workdir,
+                checkpoint=args.checkpoint,
+                split=args.split,
+                passes=args.passes,
+                batch_size=args.batch_size,
+                out_dir=args.out,
+            )
+        except Exception as e:  # one line for the user, no traceback
+            msg = str(e).splitlines()[0] if str(e) else ""
+            print(f"error: {workdir}: {type(e).__name__}: {msg}", file=sys.stderr)
+            return 1
+        if jax.process_index() == 0:
+            if len(args.workdir) > 1:
+                print(f"== {workdir}")
+            print(json.dumps(m, indent=2) if args.json else format_tables(m))
+            print(f"wrote {m.get('out_dir')}/metrics.json")
     return 0
 
 

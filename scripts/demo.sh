@@ -16,6 +16,8 @@ fi
 export TF_CPP_MIN_LOG_LEVEL=3
 # evaluate / interpret reuse the evaluation programs that training compiled (persistent XLA cache)
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$OUT/.jax_cache}
+# ... including the many sub-second programs of eager initialisation, which the later runs share
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}
 
 started=$(date +%s)
 SECONDS=0
@@ -51,12 +53,9 @@ step "train MCO-E Net, RGB only (configs/demo_see_rgb.py, paper 2 Table 2 row A)
   --config.data.dir="$OUT/shards/see" "${STEPS_OVERRIDE[@]}"
 
 step "evaluate the three runs on the test split"
-for run in mambafer mco_e_net mco_e_net_rgb; do
-  "$PY" -m fer_jax.evaluate --workdir "$OUT/$run"
-done
+"$PY" -m fer_jax.evaluate --workdir "$OUT/mambafer" "$OUT/mco_e_net" "$OUT/mco_e_net_rgb"
 step "Grad-CAM strips (MambaFER) and expert usage (MCO-E Net)"
-"$PY" -m fer_jax.interpret --workdir "$OUT/mambafer" --clips 0 1 2
-"$PY" -m fer_jax.interpret --workdir "$OUT/mco_e_net" --clips 0 1 2
+"$PY" -m fer_jax.interpret --workdir "$OUT/mambafer" "$OUT/mco_e_net" --clips 0 1 2
 
 step "report"
 "$PY" -m fer_jax.report --out "$OUT/report.md" --started "$started" --max-minutes 10 \

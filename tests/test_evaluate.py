@@ -63,3 +63,15 @@ def test_evaluate_missing_workdir_is_one_line(tmp_path, capsys):
     assert evaluate.main(["--workdir", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_evaluate_several_workdirs_stops_at_the_first_bad_one(tmp_path, capsys):
+    from fer_jax import evaluate
+
+    bad = tmp_path / "missing"
+    assert evaluate.main(["--workdir", str(bad), str(tmp_path / "other")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}:")
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--workdir", "a", "b", "--out", "x"])
+    assert e.value.code == 2

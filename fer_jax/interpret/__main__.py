@@ -216,7 +216,7 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fer_jax.interpret", description=__doc__.split("\n\n")[0])
-    p.add_argument("--workdir", required=True, help="training run directory")
+    p.add_argument("--workdir", required=True, nargs="+", help="training run directory (several: in turn)")
     p.add_argument(
         "--clips", type=int, nargs="*", default=[0], help="clip positions in the split for Grad-CAM"
     )
@@ -229,17 +229,20 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if any(c < 0 for c in a.clips):
         p.exit(2, "error: --clips are non-negative positions\n")
-    try:
-        res = interpret(
-            a.workdir, clips=a.clips, split=a.split, checkpoint=a.checkpoint, out_dir=a.out, layer=a.layer
-        )
-    except Exception as e:
-        lines = [ln for ln in str(e).splitlines() if ln.strip()]
-        print(f"error: {type(e).__name__}: {lines[0] if lines else ''}", file=sys.stderr)
-        return 1
-    for note in res["notes"]:
-        print(note)
-    print(f"output: {res['out_dir']}")
+    if a.out and len(a.workdir) > 1:
+        p.exit(2, "error: --out takes one --workdir\n")
+    for workdir in a.workdir:
+        try:
+            res = interpret(
+                workdir, clips=a.clips, split=a.split, checkpoint=a.checkpoint, out_dir=a.out, layer=a.layer
+            )
+        except Exception as e:
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            print(f"error: {workdir}: {type(e).__name__}: {lines[0] if lines else ''}", file=sys.stderr)
+            return 1
+        for note in res["notes"]:
+            print(note)
+        print(f"output: {res['out_dir']}")
     return 0
 
 
