@@ -21,6 +21,12 @@ def imagenet(frames: np.ndarray) -> np.ndarray:
     return ((np.asarray(frames, np.float32) / 255.0) - IMAGENET_MEAN) / IMAGENET_STD
 
 
+def imagenet_to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`imagenet`: normalised frames ``(..., 3)`` back to displayable uint8."""
+    x = np.asarray(frames, np.float32) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
 def see_frames(frames: np.ndarray) -> np.ndarray:
     """SEE / DSEE intensity frames, uint8 -> float32 with the dataset's scalar statistics."""
     return ((np.asarray(frames, np.float32) / 255.0) - SEE_FRAME_MEAN) / SEE_FRAME_STD

@@ -67,20 +67,13 @@ def usage_figure(usage: dict):
     return fig
 
 
-def _to_uint8(frames: np.ndarray) -> np.ndarray:
-    """ImageNet-normalised frames ``(T, H, W, 3)`` back to displayable uint8."""
-    from fer_jax.data.normalize import IMAGENET_MEAN, IMAGENET_STD
-
-    x = np.asarray(frames, np.float32) * IMAGENET_STD + IMAGENET_MEAN
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
-
-
 def _clip_figures(model, examples: dict[int, dict], preds: dict[int, int], class_names: list[str],
                   out: Path, layer: str) -> tuple[list[str], dict]:  # fmt: skip
     """Grad-CAM strips (of the predicted class) and AU curves for the chosen clips of a frame model.
 
     Returns notes and ``{index: {"label", "pred", "au": clip_summary}}``.
     """
+    from fer_jax.data.normalize import imagenet_to_uint8
     from fer_jax.interpret import au
     from fer_jax.interpret import figures as interp_fig
     from fer_jax.interpret import gradcam as gc
@@ -91,7 +84,7 @@ def _clip_figures(model, examples: dict[int, dict], preds: dict[int, int], class
         title = f"clip {index}: true {class_names[label]}, predicted {class_names[pred]}"
         if hasattr(model, "features") and hasattr(model, "classify_from"):
             cam = np.asarray(gc.gradcam(model, ex["frames"], ex["landmarks"], pred, layer=layer))
-            interp_fig.save_gradcam_strip(_to_uint8(ex["frames"]), cam, out / f"gradcam_{index}.png",
+            interp_fig.save_gradcam_strip(imagenet_to_uint8(ex["frames"]), cam, out / f"gradcam_{index}.png",
                                           title=f"Grad-CAM ({layer}) - {title}")  # fmt: skip
             notes.append(f"wrote gradcam_{index}.png")
         scores = au.au_scores(ex["landmarks"])
@@ -161,7 +154,7 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
 
     it = data.eval_iterator(config, split, batch_size=int(config.eval.batch_size), process_index=jax.process_index(),
                             process_count=jax.process_count(), seed=int(config.seed), augment=False)  # fmt: skip
-    wanted, chosen = set(clips), {}
+    wanted, chosen, preds = set(clips), {}, {}
     chunks: dict[str, list] = {}
     lms: list[np.ndarray] = []
     for batch in it:
@@ -176,7 +169,7 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
         for row, idx in enumerate(np.asarray(batch.get("index", [])).tolist()):
             if idx in wanted and keep[row]:
                 chosen[idx] = {k: np.asarray(batch[k])[row] for k in (*names, "label")}
-                chosen[idx]["__pred__"] = int(outs["pred"][row])
+                preds[idx] = int(outs["pred"][row])
     outputs = {k: np.concatenate(v) for k, v in chunks.items()}
     notes = [f"checkpoint step {step}, split {split}, {len(outputs.get('label', []))} examples"]
     usage = expert_usage(outputs, class_names)
@@ -198,7 +191,6 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
         from flax import nnx
 
         model = nnx.merge(defs.eval, state_lib.eval_params(state), state["rest"])
-        preds = {i: ex.pop("__pred__") for i, ex in chosen.items()}
         more, per_clip = _clip_figures(model, chosen, preds, class_names, out, layer)
         notes += more
     elif chosen:

@@ -100,12 +100,14 @@ def prepare_face_clip(
     cache: dict[int, FaceFit | None] = {}
     prev = None
     for i in idx.tolist():
-        if i not in cache and align == "landmarks":
-            cache[i] = fit_from_landmarks(landmarks[i])
-        if i not in cache or cache[i] is None:
+        if i in cache:
+            continue
+        fit = fit_from_landmarks(landmarks[i]) if align == "landmarks" else None
+        if fit is None:
             # the previous frame's face is the tracking prior: a windowed search is several times cheaper
-            cache[i] = fit_face(frames[i], detector, near=prev)
-            prev = cache[i] or prev
+            fit = fit_face(frames[i], detector, near=prev)
+            prev = fit or prev
+        cache[i] = fit
     raw_fits = [cache[i] for i in idx.tolist()]
     found = np.array([f is not None for f in raw_fits])
     fits = _fill_fits(raw_fits, h, w)
