@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.num_frames = 16  # frames per clip the model sees (SEE: m frames per modality)
+    c.data.stored_frames = 16  # frames per clip the shards keep (`data_prep.build --frames`), >= num_frames
     c.data.image_size = 112
     c.data.num_workers = 0  # grain worker processes
     c.data.augment = True

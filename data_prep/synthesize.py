@@ -42,6 +42,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=1.0,
         help="dfew: 0..1 scale of pose / background / lighting / blur / noise variation (default 1)",
     )
+    p.add_argument(
+        "--median-frames",
+        type=int,
+        default=32,
+        help="dfew: median clip length in frames (default 32; log-normal, 8-120)",
+    )
     p.add_argument("--videos", action="store_true", help="dfew: also write Clip/original/<id>.mp4 (mp4v)")
     p.add_argument("--no-raw-events", action="store_true", help="see: skip raw_events/ (the largest part)")
     p.add_argument("--overwrite", action="store_true", help="delete a non-empty --out first")
@@ -69,6 +75,7 @@ def _run(tasks, fn, workers: int, desc: str, quiet: bool) -> list:
 def synthesize(
     kind: str, out: str | os.PathLike, *, clips: int | None = None, seed: int = 0, workers: int = 1,
     videos: bool = False, raw_events: bool = True, nuisance: float = 1.0, quiet: bool = True,
+    median_frames: int = 32,
 ) -> Path:  # fmt: skip
     """Library entry point of the CLI; returns the output directory."""
     out = Path(out)
@@ -80,12 +87,13 @@ def synthesize(
         "videos": videos,
         "raw_events": raw_events,
         "nuisance": nuisance,
+        "median_frames": median_frames,
     }
     out.mkdir(parents=True, exist_ok=True)
     if kind == "dfew":
         from data_prep.synth import dfew
 
-        plan = dfew.plan_clips(n, seed)
+        plan = dfew.plan_clips(n, seed, median_frames)
         _run(
             plan,
             functools.partial(dfew.write_clip, out, videos=videos, nuisance=nuisance),
@@ -116,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.nuisance <= 1.0:
         print(f"error: --nuisance must be in [0, 1], got {args.nuisance}", file=sys.stderr)
         return 2
+    if args.median_frames < 8:
+        print(f"error: --median-frames must be >= 8, got {args.median_frames}", file=sys.stderr)
+        return 2
     if args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
@@ -132,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         synthesize(
             args.kind, out, clips=args.clips, seed=args.seed, workers=args.workers, videos=args.videos,
             raw_events=not args.no_raw_events, nuisance=args.nuisance, quiet=args.quiet,
+            median_frames=args.median_frames,
         )  # fmt: skip
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -74,6 +74,18 @@ def test_class_counts_follow_dfew_with_disgust_rare_but_in_every_fold():
         D.class_counts(6)
 
 
+def test_median_frames_only_shortens_the_clips():
+    base, short = D.plan_clips(300, seed=3), D.plan_clips(300, seed=3, median_frames=16)
+    strip = lambda plan: [{k: v for k, v in it.items() if k != "num_frames"} for it in plan]  # noqa: E731
+    assert strip(base) == strip(short)  # labels, folds and per-clip seeds are untouched
+    a = np.array([it["num_frames"] for it in base])
+    b = np.array([it["num_frames"] for it in short])
+    assert (b <= a).all() and np.median(b) == 16 and np.median(a) == 32
+    assert b.min() >= 8 and b.max() <= 120
+    with pytest.raises(ValueError, match="median_frames"):
+        D.plan_clips(10, seed=0, median_frames=4)
+
+
 def test_dfew_render_is_deterministic():
     a = D.render_clip(4, 8, np.random.default_rng([5, 1]))
     b = D.render_clip(4, 8, np.random.default_rng([5, 1]))
@@ -147,6 +159,8 @@ def test_cli_help_and_errors(tmp_path, capsys):
     (tmp_path / "full" / "f").write_text("x")
     assert S.main(["--kind", "dfew", "--out", str(tmp_path / "full")]) == 2
     assert "not empty" in capsys.readouterr().err
+    assert S.main(["--kind", "dfew", "--out", str(tmp_path / "m"), "--median-frames", "4"]) == 2
+    assert "--median-frames" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         S.main(["--kind", "nope", "--out", str(tmp_path / "y")])
     assert e.value.code == 2

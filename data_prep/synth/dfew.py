@@ -54,14 +54,22 @@ def class_counts(num_clips: int) -> np.ndarray:
     return counts + add
 
 
-def plan_clips(num_clips: int, seed: int) -> list[dict]:
-    """The dataset plan: per clip its id, 0-based label, length, fold and seed. Deterministic in seed."""
+def plan_clips(num_clips: int, seed: int, median_frames: int = 32) -> list[dict]:
+    """The dataset plan: per clip its id, 0-based label, length, fold and seed. Deterministic in seed.
+
+    Lengths are log-normal around ``median_frames``, clipped to [min(16, median), 120]; ~3% are shorter.
+    The same random stream for every median, so only the lengths change with it.
+    """
+    if median_frames < 8:
+        raise ValueError(f"median_frames must be >= 8, got {median_frames}")
+    low = min(16, int(median_frames))
     rng = np.random.default_rng([seed, 0])
     labels = np.repeat(np.arange(7), class_counts(num_clips))
     rng.shuffle(labels)
-    lengths = np.clip(np.round(np.exp(rng.normal(np.log(32), 0.5, num_clips))), 16, 120).astype(int)
+    lengths = np.clip(np.round(np.exp(rng.normal(np.log(median_frames), 0.5, num_clips))), low, 120)
+    lengths = lengths.astype(int)
     short = rng.random(num_clips) < 0.03
-    lengths[short] = rng.integers(8, 16, short.sum())
+    lengths[short] = rng.integers(min(8, low - 1), low, short.sum())
     folds = np.zeros(num_clips, dtype=int)
     offset = 0
     for c in range(7):  # stratified: deal each class's clips round-robin over the folds
