@@ -62,6 +62,8 @@ stage() {
 # of 38 s at the same step time (benchmarks/train_step.py); the SEE lanes keep the default, because any
 # change of float rounding moves MCO-E Net's 600-step result (measured: 85.1 -> 78.6 with this flag)
 lane_dfew() (
+  # the SEE lane (MCO-E Net's 600 steps) is the longest: the other two lanes yield the CPU to it (nice)
+  renice -n 5 -p "$BASHPID" >/dev/null 2>&1 || true
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=1"
   # clips of median 16 frames (the default 32 is closer to DFEW): the build keeps 8 of them anyway
   stage dfew "synthesize DFEW-layout clips ($DFEW_CLIPS)" \
@@ -80,6 +82,7 @@ lane_dfew() (
 )
 
 lane_rgb() {
+  renice -n 5 -p "$BASHPID" >/dev/null 2>&1 || true
   stage rgb "train MCO-E Net, RGB only (configs/demo_see_rgb.py, paper 2 Table 2 row A)" \
     "$PY" -m fer_jax.train --config configs/demo_see_rgb.py --workdir "$OUT/mco_e_net_rgb" \
     --config.data.dir="$OUT/shards/see" "${STEPS_OVERRIDE[@]}"
