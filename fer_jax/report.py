@@ -227,7 +227,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"target {tl['target']}: measured {tl['minutes']:.1f} min -> {'met' if tl['met'] else 'MISSED'}"
         )
     if summary.get("elapsed_s") is not None:
-        rows.append(f"total wall time {summary['elapsed_s'] / 60:.1f} min on {summary['machine']}")
+        rows.append(f"total wall time {round(summary['elapsed_s'] / 60, 2):.1f} min on {summary['machine']}")
     return "\n".join(rows)
 
 
