@@ -13,9 +13,10 @@ for 700 clips instead of 167 s with the Haar detector); the pipeline takes 4 of 
 
 Shrunk for 2 CPU cores: EfficientNetV2-S at width 0.25 / depth 0.35, d_model 128, 4 frames of 64 px
 (2x2 final maps), batch 16, 300 steps of one-cycle AdamW at 2e-3 (measured UAR: 0.915 after 400 steps
-on median-32 clips, 0.842 after 300; 0.833 after 300 on median-16 clips, the demo's data). Training augmentation is OFF: in 300
-steps the paper's mild flips / affine / colour jitter kept the model at chance (measured: UAR 0.14 with
-it, 0.91 without at 400 steps), a regulariser for long runs rather than a help for a three-minute one.
+on median-32 clips, 0.842 after 300; 0.833 after 300 on median-16 clips, the demo's data). Training
+augmentation is OFF: in 300 steps the paper's mild flips / affine / colour jitter kept the model at
+chance (measured: UAR 0.14 with it, 0.91 without at 400 steps), a regulariser for long runs rather than
+a help for a three-minute one.
 Measured spread on the 140 test clips: UAR 0.72-0.92 between runs that differ only in which 4 frames
 are sampled (Disgust has 2 test clips, so each is 7 UAR points; Sad vs Neutral is the hard pair).
 Everything else (CBAM, landmark mask, 2 Mamba blocks, MHSA, focal loss with class weights, EMA) is the

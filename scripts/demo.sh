@@ -62,6 +62,7 @@ stage() {
 # of 38 s at the same step time (benchmarks/train_step.py); the SEE lanes keep the default, because any
 # change of float rounding moves MCO-E Net's 600-step result (measured: 85.1 -> 78.6 with this flag)
 lane_dfew() (
+  echo "$BASHPID" >>"$LOGS/lanes.pid"
   # the SEE lane (MCO-E Net's 600 steps) is the longest: the other two lanes yield the CPU to it (nice)
   renice -n 5 -p "$BASHPID" >/dev/null 2>&1 || true
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=1"
@@ -82,6 +83,7 @@ lane_dfew() (
 )
 
 lane_rgb() {
+  echo "$BASHPID" >>"$LOGS/lanes.pid"  # when the see lane (its parent) fails and ends first, this pid still stops it
   renice -n 5 -p "$BASHPID" >/dev/null 2>&1 || true
   stage rgb "train MCO-E Net, RGB only (configs/demo_see_rgb.py, paper 2 Table 2 row A)" \
     "$PY" -m fer_jax.train --config configs/demo_see_rgb.py --workdir "$OUT/mco_e_net_rgb" \
@@ -134,14 +136,13 @@ else
   dfew_pid=$!
   lane_see &
   see_pid=$!
-  trap 'killtree $dfew_pid; killtree $see_pid; exit 130' INT TERM
+  trap 'for pid in $dfew_pid $see_pid $(cat "$LOGS/lanes.pid" 2>/dev/null); do killtree "$pid"; done; exit 130' INT TERM
   ticks=0
   while kill -0 "$dfew_pid" 2>/dev/null || kill -0 "$see_pid" 2>/dev/null; do
     sleep 1
     ticks=$((ticks + 1))
     if grep -qs '^FAILED' "$LOGS"/*.stage; then
-      killtree "$dfew_pid"
-      killtree "$see_pid"
+      for pid in $dfew_pid $see_pid $(cat "$LOGS/lanes.pid" 2>/dev/null); do killtree "$pid"; done
       wait || true
       echo "demo stopped: a stage failed (see above)" >&2
       exit 1

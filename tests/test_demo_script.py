@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fake_python(tmp_path: Path, fail_on: str) -> Path:
-    """A stand-in interpreter: fails (exit 3) for commands containing ``fail_on``; sleeps for the other
-    lanes' long stages so that a lane left running would be visible; runs ``-c`` snippets for real."""
+    """A stand-in interpreter: fails (exit 3) for commands containing ``fail_on``; every training sleeps
+    5 s and then leaves a marker, so a lane left running would be visible; runs ``-c`` snippets for real."""
     marker = tmp_path / "still_running"
     script = tmp_path / "python"
     script.write_text(
@@ -23,7 +23,8 @@ def _fake_python(tmp_path: Path, fail_on: str) -> Path:
 case "$*" in
   -c*) exec {sys.executable} "$@" ;;
   *"{fail_on}"*) sleep 1; echo "boom: cannot read the raw folder"; exit 3 ;;
-  *) sleep 5; touch {marker}; echo "fine" ;;
+  *fer_jax.train*) sleep 5; touch {marker}; echo "trained" ;;
+  *) sleep 0.2; echo "fine" ;;
 esac
 """
     )
@@ -31,8 +32,16 @@ esac
     return marker
 
 
-@pytest.mark.parametrize("fail_on", ["--kind see", "--kind dfew"])
-def test_failed_stage_stops_every_lane(tmp_path, fail_on):
+@pytest.mark.parametrize(
+    "fail_on, lane, stage",
+    [
+        ("--kind see", "see", "synthesize"),
+        ("--kind dfew", "dfew", "synthesize"),
+        # the see lane fails while its child, the rgb lane, trains: rgb must be stopped as well
+        ("configs/demo_see.py", "see", "train MCO-E Net"),
+    ],
+)
+def test_failed_stage_stops_every_lane(tmp_path, fail_on, lane, stage):
     marker = _fake_python(tmp_path, fail_on)
     env = {**os.environ, "PY": str(tmp_path / "python"), "DEMO_DIR": str(tmp_path / "demo"), "DEMO_TICK": "1"}
     t = time.monotonic()
@@ -42,10 +51,9 @@ def test_failed_stage_stops_every_lane(tmp_path, fail_on):
     elapsed = time.monotonic() - t
     out = p.stdout + p.stderr
     assert p.returncode == 1, out
-    lane = "see" if "see" in fail_on else "dfew"
-    assert re.search(rf"\] {lane} +FAILED synthesize", out), out
+    assert re.search(rf"\] {lane} +FAILED {stage}", out), out
     assert "boom: cannot read the raw folder" in out  # the end of the failing lane's log is shown
     assert "report" not in p.stdout.split("FAILED", 1)[1]  # no report after a failure
     assert elapsed < 5, f"the other lane was waited for instead of stopped ({elapsed:.1f} s)"
-    time.sleep(6)  # the other lane's 5-s stage would have finished by now had it survived
+    time.sleep(6)  # a 5-s training would have finished by now had its lane survived
     assert not marker.exists(), "a lane kept running after the demo stopped"
