@@ -30,14 +30,14 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COM
 started=$(date +%s)
 SECONDS=0
 LOGS="$OUT/logs"
-cfg() { "$PY" -c "import sys; sys.path.insert(0, '.'); from configs.$1 import get_config; c = get_config(); print($2)"; }
 
 rm -rf "$OUT"
 mkdir -p "$LOGS"
-DFEW_FRAMES=$(cfg demo_dfew c.data.num_frames)
-DFEW_STORED=$(cfg demo_dfew c.data.stored_frames)
-DFEW_SIZE=$(cfg demo_dfew c.data.image_size)
-SEE_SIZE=$(cfg demo_see c.data.image_size)
+read -r DFEW_FRAMES DFEW_STORED DFEW_SIZE SEE_SIZE < <("$PY" -c "import sys; sys.path.insert(0, '.')
+from configs import demo_dfew, demo_see
+d, s = demo_dfew.get_config().data, demo_see.get_config().data
+print(d.num_frames, d.stored_frames, d.image_size, s.image_size)")
+[ -n "$SEE_SIZE" ] || { echo "demo: could not read configs/demo_dfew.py and configs/demo_see.py" >&2; exit 1; }
 printf '\033[1m[demo] three lanes side by side; full output in %s/<lane>.log\033[0m\n' "$LOGS"
 
 # stage LANE "what" CMD...: runs CMD with its output appended to the lane's log; records the stage's time.
@@ -98,7 +98,7 @@ lane_see() {
   stage see "build SEE shards (${SEE_SIZE}px, RGB + event frames)" \
     "$PY" -m data_prep.build --dataset see --root "$OUT/raw/see" --out "$OUT/shards/see" --size "$SEE_SIZE"
   local rgb_pid=""
-  if [ -n "${DEMO_SERIAL:-}" ]; then :; else lane_rgb & rgb_pid=$!; fi
+  if [ -z "${DEMO_SERIAL:-}" ]; then lane_rgb & rgb_pid=$!; fi
   stage see "train MCO-E Net, RGB + event (configs/demo_see.py)" \
     "$PY" -m fer_jax.train --config configs/demo_see.py --workdir "$OUT/mco_e_net" \
     --config.data.dir="$OUT/shards/see" "${STEPS_OVERRIDE[@]}"
@@ -127,6 +127,10 @@ killtree() {
   for child in $(pgrep -P "$1" 2>/dev/null); do killtree "$child"; done
   kill "$1" 2>/dev/null || true
 }
+stop_lanes() {  # the two top lanes and every pid a lane recorded (rgb outlives a failed see lane)
+  local pid
+  for pid in "$@" $(cat "$LOGS/lanes.pid" 2>/dev/null); do killtree "$pid"; done
+}
 
 if [ -n "${DEMO_SERIAL:-}" ]; then
   lane_dfew
@@ -136,13 +140,13 @@ else
   dfew_pid=$!
   lane_see &
   see_pid=$!
-  trap 'for pid in $dfew_pid $see_pid $(cat "$LOGS/lanes.pid" 2>/dev/null); do killtree "$pid"; done; exit 130' INT TERM
+  trap 'stop_lanes $dfew_pid $see_pid; exit 130' INT TERM
   ticks=0
   while kill -0 "$dfew_pid" 2>/dev/null || kill -0 "$see_pid" 2>/dev/null; do
     sleep 1
     ticks=$((ticks + 1))
     if grep -qs '^FAILED' "$LOGS"/*.stage; then
-      for pid in $dfew_pid $see_pid $(cat "$LOGS/lanes.pid" 2>/dev/null); do killtree "$pid"; done
+      stop_lanes "$dfew_pid" "$see_pid"
       wait || true
       echo "demo stopped: a stage failed (see above)" >&2
       exit 1
