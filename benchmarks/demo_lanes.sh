@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Two demo trainings one after the other vs side by side (the reason scripts/demo.sh runs lanes):
+# Two demo trainings one after the other vs side by side (the reason scripts/demo.py runs lanes):
 #   bash benchmarks/demo_lanes.sh SHARDS [STEPS] [MODE ...]
 # SHARDS: a folder with dfew/ and see/ shard sets as `make demo` builds them (runs/demo/shards);
 # STEPS: training steps of each run (default 150); MODE: seq (one after the other), par (side by side),

@@ -8,7 +8,8 @@ Paper settings: 16 frames per clip at 112x112 (the public DFEW codebases' size; 
 EfficientNetV2-S (width/depth 1.0) + facial CBAM + 2 unidirectional Mamba blocks (d_model 1280) + temporal
 MHSA + MLP 1280-512-256-128-7; batch 8, up to 200 epochs, AdamW lr 1e-4 / weight decay 0.01, OneCycle,
 focal loss (gamma 2) with smoothed inverse-frequency class weights clipped to [0.1, 10], EMA of weights,
-early stopping on UAR with patience 20. ``--config.model.backbone_weights=DIR`` loads converted ImageNet
+early stopping on UAR with patience 20. The paper gives no EMA decay and no clipping: decay 0.999 and
+global-norm clipping at 1.0 are this implementation's choices. ``--config.model.backbone_weights=DIR`` loads converted ImageNet
 weights (``python -m fer_jax.convert``). Ablations are one override away, e.g.
 ``--config.model.use_cbam=False``, ``--config.model.num_ssm_blocks=0``, ``--config.model.use_mhsa=False``,
 ``--config.model.bidirectional=True``.
@@ -51,13 +52,14 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.train.batch_size = 8
     c.train.num_epochs = 200
-    c.train.early_stopping_patience = 20
-    c.train.ema_decay = 0.999
+    c.train.early_stopping_patience = 20  # evaluations (one per epoch) without UAR improvement
+    c.train.ema_decay = 0.999  # the paper: "an EMA of weights", no decay given
 
     c.optim.name = "adamw"
     c.optim.lr = 1e-4
     c.optim.weight_decay = 0.01
     c.optim.schedule = "onecycle"
+    c.optim.grad_clip = 1.0  # not in the paper; guards the focal loss's large weighted gradients early on
 
     c.loss.name = "focal"
     c.loss.gamma = 2.0
