@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import build
-from fer_jax.data.manifest import class_weights, load_manifest
+from fer_jax.data.manifest import load_manifest
 from fer_jax.data.schema import DFEW_CLASS_NAMES, decode_frames
 from fer_jax.preprocess.landmarks import TEMPLATE_68
 
@@ -43,7 +43,7 @@ def test_dfew_round_trip_counts_and_labels(dfew_raw, dfew_shards):
         assert set(m["sources"]["items"]) == {f"{split}/{k}" for k in expected} | {
             k for k in m["sources"]["items"] if not k.startswith(split)
         }
-    assert m["class_weights"] == class_weights(m["class_counts"]["train"])
+    assert "class_weights" not in m  # counts only: training derives the weights (fer_jax.losses, one formula)
     assert m["preprocessing"]["frames"] == 8 and m["preprocessing"]["size"] == 64
 
 

@@ -103,6 +103,14 @@ def test_dfew_weights_rank_rare_classes_highest():
     w = losses.class_weights_from_counts([2445, 1894, 2669, 2173, 1469, 145, 902])
     assert np.argmax(w) == 5 and np.argmin(w) == 2  # Disgust highest, Neutral lowest
     assert np.all((w >= 0.1) & (w <= 10.0))
+    # the numbers the docstring quotes (normalised to mean 1 before the clip: Disgust 4.6, not 10)
+    np.testing.assert_allclose(w, [0.275, 0.355, 0.252, 0.309, 0.458, 4.607, 0.745], atol=1e-3)
+
+
+def test_manifest_stores_counts_not_weights():
+    from fer_jax.data import manifest
+
+    assert not hasattr(manifest, "class_weights")  # one formula: this module's
 
 
 @pytest.mark.parametrize(

@@ -31,11 +31,13 @@ import numpy as np
 
 from data_prep.synth import expressions as X
 from data_prep.synth import face as F
+from fer_jax.data.constants import DFEW_CLASS_COUNTS as _COUNTS
+from fer_jax.data.constants import DFEW_FPS, NUM_LANDMARKS
 
 FRAME_SIZE = 256
 NUM_FOLDS = 5
-# DFEW fold-1 train+test class counts in label order (REFERENCES.md)
-DFEW_CLASS_COUNTS = np.array([2445, 1894, 2669, 2173, 1469, 145, 902], dtype=np.float64)
+# DFEW fold-1 train+test class counts in label order (fer_jax.data.constants, REFERENCES.md)
+DFEW_CLASS_COUNTS = np.array(_COUNTS, dtype=np.float64)
 
 
 def class_counts(num_clips: int) -> np.ndarray:
@@ -132,7 +134,7 @@ def render_clip(
         occ = (a, int(rng.integers(a, T + 1)), int(rng.choice([1, 3, 13, 15, 18, 25])), rng.uniform(22, 40),
                rng.uniform(22, 40), rng.uniform(30, 220, 3), rng.uniform(-12, 12, 2))  # fmt: skip
     frames = np.empty((T, S, S, 3), np.uint8)
-    lms = np.empty((T, 68, 2), np.float32)
+    lms = np.empty((T, NUM_LANDMARKS, 2), np.float32)
     wob = rng.uniform(0, 6.3, 2)
     for i in range(T):
         au = X.frame_aus(tracks, i)
@@ -176,7 +178,7 @@ def write_clip(out: Path, item: dict, *, videos: bool = False, nuisance: float =
     if videos:
         (out / "Clip" / "original").mkdir(parents=True, exist_ok=True)
         vw = cv2.VideoWriter(str(out / "Clip" / "original" / f"{item['id']}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                             25.0, (FRAME_SIZE, FRAME_SIZE))  # fmt: skip
+                             DFEW_FPS, (FRAME_SIZE, FRAME_SIZE))  # fmt: skip
         for fr in frames:
             vw.write(fr)
         vw.release()

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fer_jax.data.constants import DFEW_CLASS_NAMES
+
 # DFEW label order (0-based; DFEW's CSVs are 1-based)
-EXPRESSIONS = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")
+EXPRESSIONS = DFEW_CLASS_NAMES
 AUS = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU20", "AU24", "AU26")
 
 # expression -> {AU: weight at apex}

@@ -17,6 +17,8 @@ import dataclasses
 import cv2
 import numpy as np
 
+from fer_jax.data.constants import NUM_LANDMARKS
+
 
 @dataclasses.dataclass
 class Identity:
@@ -96,7 +98,7 @@ def _lerp(a, b, n):
 def face_geometry(idp: Identity, au: dict[str, float]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Canonical landmarks ``(68, 2)`` and auxiliary drawing points for one frame's AU intensities."""
     g = lambda k: au.get(k, 0.0)  # noqa: E731
-    pts = np.zeros((68, 2))
+    pts = np.zeros((NUM_LANDMARKS, 2))
     aux: dict[str, np.ndarray] = {}
 
     # jaw: half ellipse from ear level, chin drops with the jaw (AU26)
@@ -221,7 +223,7 @@ def project(p: np.ndarray, pose: Pose, nose_depth: np.ndarray | None = None) -> 
     return np.stack([pose.cx + pose.scale * xr, pose.cy + pose.scale * yr], -1)
 
 
-NOSE_DEPTH = np.zeros(68)
+NOSE_DEPTH = np.zeros(NUM_LANDMARKS)
 NOSE_DEPTH[27:31] = np.linspace(0.05, 0.3, 4)
 NOSE_DEPTH[31:36] = np.array([0.1, 0.15, 0.2, 0.15, 0.1])
 

@@ -42,12 +42,13 @@ import numpy as np
 
 from data_prep.synth import expressions as X
 from data_prep.synth.eye import draw_eye, eye_shapes, sample_eye_identity, skin_canvas
+from fer_jax.data.constants import SEE_CLASS_NAMES, SEE_FPS
 from fer_jax.preprocess import events as E
 
 WIDTH, HEIGHT = 128, 96
-FPS = 30.0
+FPS = SEE_FPS
 SUBSTEPS = 3  # clean renders per frame interval for the event simulation
-EMOTIONS = ("angry", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+EMOTIONS = SEE_CLASS_NAMES  # the emotion folder names
 TO_EXPRESSION = {
     "angry": "Angry", "disgust": "Disgust", "fear": "Fear", "happiness": "Happy", "neutral": "Neutral",
     "sadness": "Sad", "surprise": "Surprise",

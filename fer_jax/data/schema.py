@@ -1,5 +1,5 @@
-"""The record schema of the shards: class and lighting names, the TFDS features of each dataset, and
-frame encoding / decoding.
+"""The record schema of the shards: the TFDS features of each dataset and frame encoding / decoding (the
+class and lighting names are re-exported from :mod:`fer_jax.data.constants`).
 
 One example of each dataset (T / K frames, side S):
 - DFEW: ``frames`` (JPEG: ``(T,)`` bytes; raw: ``(T, S, S, 3)`` uint8), ``landmarks`` ``(T, 68, 2)``
@@ -18,10 +18,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-DFEW_CLASS_NAMES = ("Happy", "Sad", "Neutral", "Angry", "Surprise", "Disgust", "Fear")  # label - 1
-# SEE folders sorted (what a folder-per-class loader enumerates); a valid emotion.json "labels" list wins.
-SEE_CLASS_NAMES = ("angry", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
-LIGHTING_NAMES = ("normal", "overexposed", "low", "hdr")
+# Class and lighting names live in fer_jax.data.constants; re-exported for the builders that import them here.
+from fer_jax.data.constants import DFEW_CLASS_NAMES, LIGHTING_NAMES, NUM_LANDMARKS, SEE_CLASS_NAMES
+
 ENCODINGS = ("jpeg", "raw")
 JPEG_QUALITY = 95
 
@@ -53,7 +52,7 @@ def features(
         d["frames"] = frames
         d["face_found"] = T(shape=(None,), dtype=np.bool_)
         if landmarks:
-            d["landmarks"] = T(shape=(None, 68, 2), dtype=np.float32)
+            d["landmarks"] = T(shape=(None, NUM_LANDMARKS, 2), dtype=np.float32)
     else:
         d["rgb"] = frames
         d["lighting"] = tfds.features.ClassLabel(names=list(LIGHTING_NAMES))
@@ -99,3 +98,15 @@ def decode_frames(stored: np.ndarray, indices: Sequence[int] | None = None) -> n
             raise ValueError(f"stored frame {i} does not decode")
         out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     return np.stack(out)
+
+
+__all__ = [
+    "DFEW_CLASS_NAMES",
+    "ENCODINGS",
+    "JPEG_QUALITY",
+    "LIGHTING_NAMES",
+    "SEE_CLASS_NAMES",
+    "decode_frames",
+    "encode_frames",
+    "features",
+]

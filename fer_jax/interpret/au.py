@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fer_jax.data.constants import NUM_LANDMARKS
+
 AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU20", "AU25", "AU26")
 
 
@@ -49,7 +51,7 @@ def _geometry(lm: np.ndarray) -> np.ndarray:
 def au_scores(landmarks: np.ndarray) -> np.ndarray:
     """AU scores ``(T, 13)`` (order ``AU_NAMES``) from landmarks ``(T, 68, 2)``, relative to frame 0."""
     lm = np.asarray(landmarks, np.float64)
-    if lm.ndim != 3 or lm.shape[1:] != (68, 2) or lm.shape[0] == 0:
+    if lm.ndim != 3 or lm.shape[1:] != (NUM_LANDMARKS, 2) or lm.shape[0] == 0:
         raise ValueError(f"landmarks must be (T, 68, 2) with T >= 1, got {lm.shape}")
     g = _geometry(lm)
     return (g - g[:1]).astype(np.float32)

@@ -13,8 +13,9 @@ landmarks ``(N, 68, 2)`` given as (x, y) in [0, 1] of the frame (iBUG 68-point o
 - :class:`FacialCBAM`: the three attention stages and the enhancer, each switchable.
 - :class:`TemporalSelfAttention`: pre-norm residual multi-head self-attention over frames.
 
-``CANONICAL_LANDMARKS`` is an aligned-face template of the 68 points, used when a frame has no landmarks
-(all coordinates zero).
+``CANONICAL_LANDMARKS`` (= ``fer_jax.data.constants.TEMPLATE_68``, the one aligned-face template of the
+68 points; ``fer_jax.models`` may import that dependency-free module) replaces the landmarks of a frame
+that has none (all coordinates zero).
 """
 
 from __future__ import annotations
@@ -23,33 +24,14 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-NUM_LANDMARKS = 68
+from fer_jax.data.constants import NUM_LANDMARKS as NUM_LANDMARKS  # re-exported: the old home of the count
+from fer_jax.data.constants import TEMPLATE_68
 
-# Aligned-face template of the iBUG 68 points, (x, y) in [0, 1] with the eyes at y = 0.4 (hand-placed on a
-# symmetric face; mirror pairs share |x - 0.5|). Order: jaw 0-16, right brow 17-21, left brow 22-26, nose
-# bridge 27-30, nostrils 31-35, right eye 36-41, left eye 42-47, outer lips 48-59, inner lips 60-67
-# ("right" = the subject's right = image left).
-_JAW = [
-    (0.5 - 0.42 * np.cos(t), 0.38 + 0.55 * np.sin(t)) for t in np.linspace(0.0, np.pi, 17)
-]  # 0..16, chin (8) at y = 0.93
-CANONICAL_LANDMARKS = np.asarray(
-    _JAW
-    + [(0.18, 0.31), (0.24, 0.28), (0.31, 0.27), (0.38, 0.28), (0.44, 0.30)]  # 17-21
-    + [(0.56, 0.30), (0.62, 0.28), (0.69, 0.27), (0.76, 0.28), (0.82, 0.31)]  # 22-26
-    + [(0.50, 0.38), (0.50, 0.45), (0.50, 0.52), (0.50, 0.59)]  # 27-30
-    + [(0.42, 0.64), (0.46, 0.655), (0.50, 0.665), (0.54, 0.655), (0.58, 0.64)]  # 31-35
-    + [(0.25, 0.40), (0.29, 0.375), (0.35, 0.375), (0.39, 0.40), (0.35, 0.42), (0.29, 0.42)]  # 36-41
-    + [(0.61, 0.40), (0.65, 0.375), (0.71, 0.375), (0.75, 0.40), (0.71, 0.42), (0.65, 0.42)]  # 42-47
-    + [(0.36, 0.78), (0.41, 0.75), (0.46, 0.735), (0.50, 0.74), (0.54, 0.735), (0.59, 0.75)]  # 48-53
-    + [(0.64, 0.78), (0.59, 0.81), (0.54, 0.825), (0.50, 0.83), (0.46, 0.825), (0.41, 0.81)]  # 54-59
-    + [(0.38, 0.78), (0.46, 0.765), (0.50, 0.765), (0.54, 0.765)]  # 60-63
-    + [(0.62, 0.78), (0.54, 0.79), (0.50, 0.79), (0.46, 0.79)],  # 64-67
-    dtype=np.float32,
-)
-assert CANONICAL_LANDMARKS.shape == (NUM_LANDMARKS, 2)
+# The aligned-face template lives in fer_jax.data.constants (dependency-free): the same points that
+# preprocessing aligns faces to and stores for frames without landmarks. The old name stays importable.
+CANONICAL_LANDMARKS = TEMPLATE_68
 
 
 def fill_missing_landmarks(landmarks: jax.Array) -> jax.Array:
@@ -58,7 +40,7 @@ def fill_missing_landmarks(landmarks: jax.Array) -> jax.Array:
     landmarks: ``(..., 68, 2)``; returns the same shape.
     """
     missing = jnp.all(landmarks == 0, axis=(-2, -1), keepdims=True)
-    return jnp.where(missing, jnp.asarray(CANONICAL_LANDMARKS), landmarks)
+    return jnp.where(missing, jnp.asarray(TEMPLATE_68), landmarks)
 
 
 def landmark_heatmaps(landmarks: jax.Array, height: int, width: int, sigma: float = 0.5) -> jax.Array:

@@ -34,20 +34,23 @@ def _draw_chunk(key: jax.Array, index: jax.Array, kind: str) -> jax.Array:
 
 
 def _sample(key: jax.Array, shape: tuple[int, ...], kind: str, scale: float, dtype) -> jax.Array:
-    """``scale`` * standard normal (or U(-1, 1)) of ``shape``.
+    """``scale`` * standard normal (or U(-1, 1)) of ``shape``: the same numbers eagerly and under a trace.
 
-    Why not ``jax.random.normal(key, shape)``: run eagerly, that compiles one XLA program per distinct
-    shape (0.2-0.5 s each on a CPU; EfficientNetV2-S has ~150 shapes). Drawing fixed-size chunks (one
-    program) and reshaping them in numpy avoids that. Under a trace (``nnx.eval_shape``, ``jax.jit``) the
-    plain draw is used.
+    The values always come from fixed-size chunks (``_draw_chunk``, one compiled program) taken in order
+    and cut to ``shape``. Why not ``jax.random.normal(key, shape)``: run eagerly, that compiles one XLA
+    program per distinct shape (0.2-0.5 s each on a CPU; EfficientNetV2-S has ~150 shapes). Eagerly the
+    chunks are assembled in numpy (no per-shape compile), under a trace (``nnx.eval_shape``, ``jax.jit``)
+    in ``jax.numpy``; both assemble the same draws, so one seed gives one model whether init is jitted.
     """
-    if isinstance(key, jax.core.Tracer):
-        draw = jax.random.normal if kind == "normal" else functools.partial(jax.random.uniform, minval=-1.0)
-        return (scale * draw(key, shape, jnp.float32)).astype(dtype)
+    traced = isinstance(key, jax.core.Tracer)
+    xp = jnp if traced else np
     n = math.prod(shape)
-    chunks = [np.asarray(_draw_chunk(key, i, kind)) for i in range(-(-n // _CHUNK))]
-    flat = np.concatenate(chunks)[:n] if chunks else np.zeros((0,), np.float32)
-    return jnp.asarray((scale * flat).reshape(shape).astype(np.dtype(dtype)))
+    chunks = [_draw_chunk(key, i, kind) for i in range(-(-n // _CHUNK))]
+    if not traced:
+        chunks = [np.asarray(c) for c in chunks]
+    flat = xp.concatenate(chunks)[:n] if chunks else xp.zeros((0,), np.float32)
+    out = (xp.float32(scale) * flat).reshape(shape).astype(np.dtype(dtype))
+    return out if traced else jnp.asarray(out)
 
 
 def conv_init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:

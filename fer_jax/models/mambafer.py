@@ -12,10 +12,12 @@ Shapes, stage by stage (Table 1, channels-last; ``C`` = backbone features, 1280 
     mean       (B, d_model)     final LayerNorm, average over frames
     logits     (B, K)           MLP d_model -> 512 -> 256 -> 128 -> K with dropout
 
-Every component is switchable (``config.model``): ``use_cbam`` (channel + region + spatial attention),
+Settings: :class:`MambaFERConfig` (filled from ``config.model`` by :func:`model_config`). Every component
+is switchable: ``use_cbam`` (channel + region + spatial attention),
 ``use_region_attention``, ``use_landmark_mask``, ``use_spatial_attention``, ``use_enhancer``,
 ``num_ssm_blocks`` (0 = no SSM), ``bidirectional``, ``use_mhsa``. Frames whose landmarks are all zero use
-the canonical aligned-face template (``attention.CANONICAL_LANDMARKS``).
+the aligned-face template ``fer_jax.data.constants.TEMPLATE_68``. Construction reads no file: the
+caller loads converted backbone weights into :func:`pretrained_targets`.
 
 Grad-CAM hooks: :meth:`MambaFER.features` returns the backbone and CBAM maps, and
 :meth:`MambaFER.classify_from` continues the forward pass from either map, so the class logit can be
@@ -24,19 +26,18 @@ differentiated with respect to it (``fer_jax.interpret.gradcam``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fer_jax.models.attention import (
-    NUM_LANDMARKS,
-    FacialCBAM,
-    TemporalSelfAttention,
-    fill_missing_landmarks,
-)
+from fer_jax.data.constants import NUM_LANDMARKS
+from fer_jax.models.attention import FacialCBAM, TemporalSelfAttention, fill_missing_landmarks
+from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.efficientnet_v2 import efficientnet_v2_s
 from fer_jax.models.ssm import MambaLayer
 
@@ -61,37 +62,53 @@ class MLPHead(nnx.Module):
         return self.out(x)
 
 
-class MambaFER(nnx.Module):
-    """Paper 1's model; ``model(frames, landmarks) -> {"logits": (B, num_classes)}`` (see module docstring)."""
+@dataclasses.dataclass(frozen=True)
+class MambaFERConfig:
+    """Every setting of MambaFER with its default (``config.model`` of configs/dfew.py; see module docstring).
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 7,
-        backbone_width: float = 1.0,
-        backbone_depth: float = 1.0,
-        stochastic_depth_prob: float = 0.2,
-        d_model: int = 1280,
-        num_ssm_blocks: int = 2,
-        bidirectional: bool = False,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        scan_method: str = "auto",
-        use_cbam: bool = True,
-        use_region_attention: bool = True,
-        use_landmark_mask: bool = True,
-        use_spatial_attention: bool = True,
-        use_enhancer: bool = True,
-        num_regions: int = 8,
-        cbam_reduction: int = 16,
-        landmark_sigma: float = 0.5,
-        use_mhsa: bool = True,
-        mhsa_heads: int = 8,
-        mlp_dims: Sequence[int] = (512, 256, 128),
-        dropout: float = 0.3,
-        rngs: nnx.Rngs,
-    ):
+    ``backbone_weights``: a directory written by ``python -m fer_jax.convert`` ("" or "none": random
+    init); the model never reads it, the caller loads it into :func:`pretrained_targets`.
+    """
+
+    name: str = "mambafer"
+    num_classes: int = 7
+    backbone_width: float = 1.0
+    backbone_depth: float = 1.0
+    stochastic_depth_prob: float = 0.2
+    backbone_weights: str = ""
+    d_model: int = 1280
+    num_ssm_blocks: int = 2
+    bidirectional: bool = False
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    scan_method: str = "auto"
+    use_cbam: bool = True
+    use_region_attention: bool = True
+    use_landmark_mask: bool = True
+    use_spatial_attention: bool = True
+    use_enhancer: bool = True
+    num_regions: int = 8
+    cbam_reduction: int = 16
+    landmark_sigma: float = 0.5
+    use_mhsa: bool = True
+    mhsa_heads: int = 8
+    mlp_dims: tuple[int, ...] = (512, 256, 128)
+    dropout: float = 0.3
+
+
+class MambaFER(nnx.Module):
+    """Paper 1's model; ``model(frames, landmarks) -> {"logits": (B, num_classes)}`` (see module docstring).
+
+    ``MambaFER(config, rngs=...)`` or ``MambaFER(rngs=..., d_model=128, ...)``: keyword overrides replace
+    fields of ``config`` (default :class:`MambaFERConfig`).
+    """
+
+    def __init__(self, config: MambaFERConfig | None = None, *, rngs: nnx.Rngs, **overrides: Any):
+        cfg = dataclasses.replace(config or MambaFERConfig(), **overrides)
+        num_classes, d_model, num_ssm_blocks = cfg.num_classes, cfg.d_model, cfg.num_ssm_blocks
+        use_cbam, use_enhancer = cfg.use_cbam, cfg.use_enhancer
+        use_mhsa, mhsa_heads = cfg.use_mhsa, cfg.mhsa_heads
         if num_ssm_blocks < 0:
             raise ValueError(f"num_ssm_blocks must be >= 0, got {num_ssm_blocks}")
         if use_mhsa and d_model % mhsa_heads:
@@ -99,9 +116,9 @@ class MambaFER(nnx.Module):
         self.num_classes = num_classes
         self.backbone = efficientnet_v2_s(
             num_classes=None,
-            width_mult=backbone_width,
-            depth_mult=backbone_depth,
-            stochastic_depth_prob=stochastic_depth_prob,
+            width_mult=cfg.backbone_width,
+            depth_mult=cfg.backbone_depth,
+            stochastic_depth_prob=cfg.stochastic_depth_prob,
             rngs=rngs,
         )
         channels = self.backbone.num_features
@@ -111,13 +128,13 @@ class MambaFER(nnx.Module):
             self.cbam = FacialCBAM(
                 channels,
                 use_channel=use_cbam,
-                use_region=use_cbam and use_region_attention,
-                use_landmark_mask=use_landmark_mask,
-                use_spatial=use_cbam and use_spatial_attention,
+                use_region=use_cbam and cfg.use_region_attention,
+                use_landmark_mask=cfg.use_landmark_mask,
+                use_spatial=use_cbam and cfg.use_spatial_attention,
                 use_enhancer=use_enhancer,
-                num_regions=num_regions,
-                reduction=cbam_reduction,
-                landmark_sigma=landmark_sigma,
+                num_regions=cfg.num_regions,
+                reduction=cfg.cbam_reduction,
+                landmark_sigma=cfg.landmark_sigma,
                 rngs=rngs,
             )
         else:
@@ -127,11 +144,11 @@ class MambaFER(nnx.Module):
             [
                 MambaLayer(
                     d_model,
-                    bidirectional=bidirectional,
-                    d_state=d_state,
-                    d_conv=d_conv,
-                    expand=expand,
-                    scan_method=scan_method,
+                    bidirectional=cfg.bidirectional,
+                    d_state=cfg.d_state,
+                    d_conv=cfg.d_conv,
+                    expand=cfg.expand,
+                    scan_method=cfg.scan_method,
                     rngs=rngs,
                 )
                 for _ in range(num_ssm_blocks)
@@ -144,7 +161,7 @@ class MambaFER(nnx.Module):
         )
         # final norm before pooling: the pre-norm residual stack leaves its output un-normalised
         self.norm_f = nnx.LayerNorm(d_model, rngs=rngs)
-        self.head = MLPHead(d_model, mlp_dims, num_classes, dropout=dropout, rngs=rngs)
+        self.head = MLPHead(d_model, cfg.mlp_dims, num_classes, dropout=cfg.dropout, rngs=rngs)
 
     # -- stages ------------------------------------------------------------------------------------------
     @staticmethod
@@ -203,45 +220,24 @@ class MambaFER(nnx.Module):
 
 
 # -- registry contract ----------------------------------------------------------------------------------
-_MODEL_KEYS = (
-    "backbone_width",
-    "backbone_depth",
-    "stochastic_depth_prob",
-    "d_model",
-    "num_ssm_blocks",
-    "bidirectional",
-    "d_state",
-    "d_conv",
-    "expand",
-    "scan_method",
-    "use_cbam",
-    "use_region_attention",
-    "use_landmark_mask",
-    "use_spatial_attention",
-    "use_enhancer",
-    "num_regions",
-    "cbam_reduction",
-    "landmark_sigma",
-    "use_mhsa",
-    "mhsa_heads",
-    "dropout",
-)
+def model_config(config) -> MambaFERConfig:
+    """``config.model`` as a :class:`MambaFERConfig`; ValueError naming an unknown or mistyped key."""
+    return from_config_dict(MambaFERConfig, config.model, where="model")
 
 
 def from_config(config, *, rngs: nnx.Rngs) -> MambaFER:
-    """Builds MambaFER from ``config.model`` (missing keys take the constructor's defaults) and loads
-    converted ImageNet backbone weights when ``config.model.backbone_weights`` names a directory."""
-    m = config.model
-    kwargs = {k: m[k] for k in _MODEL_KEYS if k in m}
-    if "mlp_dims" in m:
-        kwargs["mlp_dims"] = tuple(int(d) for d in m.mlp_dims)
-    model = MambaFER(num_classes=m.num_classes, **kwargs, rngs=rngs)
-    weights = m.get("backbone_weights", "")
-    if weights:
-        from fer_jax.convert import load_backbone_into  # lazy: conversion code is not needed otherwise
+    """Builds MambaFER from ``config.model`` (missing keys take :class:`MambaFERConfig`'s defaults).
 
-        load_backbone_into(model.backbone, weights)
-    return model
+    Reads no file: converted ImageNet backbone weights are loaded by the caller into
+    :func:`pretrained_targets`.
+    """
+    return MambaFER(model_config(config), rngs=rngs)
+
+
+def pretrained_targets(model: MambaFER, config) -> list[tuple[nnx.Module, str]]:
+    """``[(model.backbone, config.model.backbone_weights)]``, or ``[]`` without weights ("" / "none")."""
+    weights = model_config(config).backbone_weights
+    return [(model.backbone, weights)] if is_weights_dir(weights) else []
 
 
 def input_spec(config) -> dict[str, tuple[tuple[int, ...], type]]:

@@ -18,6 +18,10 @@ Modalities (``config.model.modalities`` = "rgb+event" | "rgb" | "event"): with o
 input is accepted and ignored (the input spec does not change, so pipelines and the demo's RGB-only
 ablation need no change), MCO-Mamba reduces to one BiMamba and no fusion is applied.
 
+Settings: :class:`MCOENetConfig` (nested :class:`MJOSConfig`, :class:`MCIBConfig`, :class:`MoEConfig`),
+filled from ``config.model`` by :func:`model_config`. Construction reads no file: the caller loads
+converted ResNet-18 weights into :func:`pretrained_targets`.
+
 Output dict: ``logits`` ``(B, classes)``; ``aux_loss`` = ``orthogonal_weight`` x eq. 16 on the
 router's last layer (0 without HCE-MoE); ``stats``: ``expert_weights`` and ``router_probs``
 ``(B, N_e)`` with HCE-MoE, ``mcib_gate`` ``(B,)`` (token-mean alpha) with MCIB.
@@ -25,12 +29,16 @@ router's last layer (0 without HCE-MoE); ``stats``: ``expert_weights`` and ``rou
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from fer_jax.models import hce_moe, mco_mamba
+from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.resnet import resnet18
 
 HEADS = ("moe", "fc", "mlp")
@@ -53,47 +61,98 @@ def parse_expert_types(spec) -> tuple[str, ...]:
     return tuple(s.strip() for s in spec if s.strip())
 
 
-def _load_weights(module: nnx.Module, directory: str) -> None:
-    if directory:
-        from fer_jax.convert import load_backbone_into  # heavy and optional: only when asked
+@dataclasses.dataclass(frozen=True)
+class MJOSConfig:
+    """MJOS, the joint optimisation of the SSM parameters across modalities (``config.model.mjos``)."""
 
-        load_backbone_into(module, directory)
+    mode: str = "fuse"  # fuse | share | exchange | none
+    params: str = "BC"  # Table 7 row K
+    source: str = "param"  # param (eq. 5) | x_dbl (official code)
+    tied: bool = False  # one projection added to both modalities (official code)
+    bias: bool = True  # the b of eq. 5
+
+
+@dataclasses.dataclass(frozen=True)
+class MCIBConfig:
+    """MCIB cross-attention fusion (``config.model.mcib``)."""
+
+    num_heads: int = 2
+    gate_on: str = "input"  # eq. 8 on the inputs; "projected" as the official code
+    residual: bool = False  # official code adds (p_rgb + p_event) / 2
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEConfig:
+    """HCE-MoE head (``config.model.moe``); ``expert_types`` ("deep,attention,focal" or a sequence) are
+    assigned cyclically to the experts."""
+
+    num_experts: int = 8
+    top_k: int = 2
+    expert_types: str | tuple[str, ...] = ",".join(hce_moe.EXPERT_TYPES)
+    router_hidden: int = 512  # official MLP 1024-512-8
+    router_heads: int = 4
+    attention_heads: int = 2
+    deep_depth: int = 5  # L; official code
+    deep_dropout: float = 0.5
+    deep_res_coef: float = 1.0  # plain residual; the official code learns one from 0.3
+    focal_hidden: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class MCOENetConfig:
+    """Every setting of MCO-E Net with its default (the fields of configs/see.py's ``config.model``).
+
+    ``num_frames`` (m) and ``image_size`` come from ``config.data`` (:func:`model_config`); the
+    ``*backbone_weights`` directories are never read by the model: the caller loads them into
+    :func:`pretrained_targets` (``rgb_`` / ``event_backbone_weights`` override ``backbone_weights`` per
+    branch; "" or "none" = random init).
+    """
+
+    name: str = "mco_e_net"
+    num_classes: int = 7
+    modalities: str | tuple[str, ...] = "rgb+event"
+    event_channels: int = 3  # B; SEE's event frames are 3-channel JPEGs
+    num_frames: int = 2  # m, from config.data
+    image_size: int = 100  # from config.data
+    tokenization: str = "spatial"  # spatial | reference
+    token_width: int = 4  # reference tokenisation: 2000 logits -> 500 tokens of width 4
+    d_model: int = 128
+    d_state: int = 16
+    expand: int = 2
+    dt_rank: int | str = "auto"
+    scan_method: str = "auto"
+    use_mamba: bool = True
+    mamba_residual: bool = True  # tokens + MCO-Mamba output, as the official code
+    mjos: MJOSConfig = dataclasses.field(default_factory=MJOSConfig)
+    fusion: str = "mcib"  # mcib | add
+    mcib: MCIBConfig = dataclasses.field(default_factory=MCIBConfig)
+    neck: str = "none"  # none | flatten (official: Linear(tokens*d -> neck_dim) + GELU + dropout)
+    neck_dim: int = 1024
+    neck_dropout: float = 0.5
+    head: str = "moe"  # moe | fc | mlp
+    mlp_hidden: int = 512
+    moe: MoEConfig = dataclasses.field(default_factory=MoEConfig)
+    orthogonal_weight: float = 1.0  # lambda of eq. 17
+    backbone_width: int = 64  # ResNet-18 first-stage channels; 64 = torchvision
+    backbone_weights: str = ""
+    rgb_backbone_weights: str = ""
+    event_backbone_weights: str = ""
+
+    def weights_for(self, modality: str) -> str:
+        """The weights directory of one branch: its own setting, else ``backbone_weights``."""
+        own = {"rgb": self.rgb_backbone_weights, "event": self.event_backbone_weights}[modality]
+        return own or self.backbone_weights
 
 
 class MCOENet(nnx.Module):
     """The paper's model; every ablation of Tables 2, 5-8 is a constructor argument (see configs/see.py)."""
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 7,
-        modalities: tuple[str, ...] = ("rgb", "event"),
-        event_channels: int = 3,
-        num_frames: int = 2,
-        image_size: int = 100,
-        tokenization: str = "spatial",
-        token_width: int = 4,
-        d_model: int = 128,
-        d_state: int = 16,
-        expand: int = 2,
-        dt_rank: int | str = "auto",
-        scan_method: str = "auto",
-        use_mamba: bool = True,
-        mamba_residual: bool = True,
-        mjos: dict | None = None,
-        fusion: str = "mcib",
-        mcib: dict | None = None,
-        neck: str = "none",
-        neck_dim: int = 1024,
-        neck_dropout: float = 0.5,
-        head: str = "moe",
-        moe: dict | None = None,
-        mlp_hidden: int = 512,
-        orthogonal_weight: float = 1.0,
-        backbone_weights: dict | None = None,
-        backbone_width: int = 64,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, config: MCOENetConfig | None = None, *, rngs: nnx.Rngs, **overrides: Any):
+        """``config`` (default :class:`MCOENetConfig`) with keyword ``overrides`` of its fields."""
+        cfg = dataclasses.replace(config or MCOENetConfig(), **overrides)
+        tokenization, fusion, head, neck = cfg.tokenization, cfg.fusion, cfg.head, cfg.neck
+        d_model, token_width, backbone_width = cfg.d_model, cfg.token_width, cfg.backbone_width
+        modalities = parse_modalities(cfg.modalities) if isinstance(cfg.modalities, str) else cfg.modalities
         if tokenization not in TOKENIZATIONS:
             raise ValueError(f"model.tokenization must be one of {TOKENIZATIONS}, got {tokenization!r}")
         if fusion not in FUSIONS:
@@ -104,10 +163,9 @@ class MCOENet(nnx.Module):
             raise ValueError(f"model.neck must be 'none' or 'flatten', got {neck!r}")
         self.modalities = tuple(modalities)
         self.tokenization, self.fusion_kind, self.head_kind, self.neck_kind = tokenization, fusion, head, neck
-        self.orthogonal_weight = float(orthogonal_weight)
+        self.orthogonal_weight = float(cfg.orthogonal_weight)
         self.token_width = token_width
-        weights = backbone_weights or {}
-        in_ch = {"rgb": 3, "event": event_channels}
+        in_ch = {"rgb": 3, "event": cfg.event_channels}
 
         # -- tokenisation ---------------------------------------------------------------------------
         if tokenization == "spatial":
@@ -118,8 +176,8 @@ class MCOENet(nnx.Module):
                 }
             )
             feat = 8 * backbone_width  # 512 for the torchvision ResNet-18
-            side = -(-image_size // 32)
-            self.num_tokens = num_frames * side * side
+            side = -(-cfg.image_size // 32)
+            self.num_tokens = cfg.num_frames * side * side
         else:
             if 2000 % token_width:
                 raise ValueError(f"model.token_width must divide 2000, got {token_width}")
@@ -134,41 +192,38 @@ class MCOENet(nnx.Module):
             )
             feat = token_width
             self.num_tokens = 2000 // token_width
-        for name, backbone in self.backbones.items():
-            _load_weights(backbone, weights.get(name.split("_")[0], ""))
         self.token_proj = nnx.Dict(
             {m: nnx.Linear(feat, d_model, rngs=rngs) for m in self.modalities} if feat != d_model else {}
         )
 
         # -- MCO-Mamba ------------------------------------------------------------------------------
-        mj = dict(mjos or {})
+        mj, mc, mo = cfg.mjos, cfg.mcib, cfg.moe
         self.mamba = (
             mco_mamba.MCOMamba(
                 d_model,
                 modalities=self.modalities,
-                mode=mj.get("mode", "fuse"),
-                params=mj.get("params", "BC"),
-                source=mj.get("source", "param"),
-                tied=mj.get("tied", False),
-                bias=mj.get("bias", True),
-                residual=mamba_residual,
-                d_state=d_state,
-                expand=expand,
-                dt_rank=dt_rank,
-                scan_method=scan_method,
+                mode=mj.mode,
+                params=mj.params,
+                source=mj.source,
+                tied=mj.tied,
+                bias=mj.bias,
+                residual=cfg.mamba_residual,
+                d_state=cfg.d_state,
+                expand=cfg.expand,
+                dt_rank=cfg.dt_rank,
+                scan_method=cfg.scan_method,
                 rngs=rngs,
             )
-            if use_mamba
+            if cfg.use_mamba
             else nnx.data(None)
         )
-        mc = dict(mcib or {})
         two = len(self.modalities) == 2
         self.mcib = (
             mco_mamba.MCIB(
                 d_model,
-                num_heads=mc.get("num_heads", 2),
-                gate_on=mc.get("gate_on", "input"),
-                residual=mc.get("residual", False),
+                num_heads=mc.num_heads,
+                gate_on=mc.gate_on,
+                residual=mc.residual,
                 rngs=rngs,
             )
             if two and fusion == "mcib"
@@ -178,35 +233,34 @@ class MCOENet(nnx.Module):
         # -- neck + head ----------------------------------------------------------------------------
         d_head = d_model
         if neck == "flatten":  # official: Linear(500*4 -> 1024) + GELU + Dropout(0.5), one token
-            self.neck = nnx.Linear(self.num_tokens * d_model, neck_dim, rngs=rngs)
-            self.neck_dropout = nnx.Dropout(neck_dropout, rngs=rngs)
-            d_head = neck_dim
+            self.neck = nnx.Linear(self.num_tokens * d_model, cfg.neck_dim, rngs=rngs)
+            self.neck_dropout = nnx.Dropout(cfg.neck_dropout, rngs=rngs)
+            d_head = cfg.neck_dim
         else:
             self.neck = nnx.data(None)
-        mo = dict(moe or {})
         if head == "moe":
             self.head = hce_moe.HCEMoE(
                 d_head,
-                num_classes,
-                num_experts=mo.get("num_experts", 8),
-                top_k=mo.get("top_k", 2),
-                expert_types=parse_expert_types(mo.get("expert_types", hce_moe.EXPERT_TYPES)),
-                router_hidden=mo.get("router_hidden", 512),
-                router_heads=mo.get("router_heads", 4),
-                attention_heads=mo.get("attention_heads", 2),
-                deep_depth=mo.get("deep_depth", 5),
-                deep_dropout=mo.get("deep_dropout", 0.5),
-                deep_res_coef=mo.get("deep_res_coef", 1.0),
-                focal_hidden=mo.get("focal_hidden", 512),
+                cfg.num_classes,
+                num_experts=mo.num_experts,
+                top_k=mo.top_k,
+                expert_types=parse_expert_types(mo.expert_types),
+                router_hidden=mo.router_hidden,
+                router_heads=mo.router_heads,
+                attention_heads=mo.attention_heads,
+                deep_depth=mo.deep_depth,
+                deep_dropout=mo.deep_dropout,
+                deep_res_coef=mo.deep_res_coef,
+                focal_hidden=mo.focal_hidden,
                 rngs=rngs,
             )
         elif head == "fc":  # Table 2 row F: "replacing HCE-MoE with a fully-connected layer"
-            self.head = nnx.Linear(d_head, num_classes, rngs=rngs)
+            self.head = nnx.Linear(d_head, cfg.num_classes, rngs=rngs)
         else:  # Table 8 row A: an MLP instead of HCE-MoE
             self.head = nnx.Sequential(
-                nnx.Linear(d_head, mlp_hidden, rngs=rngs),
+                nnx.Linear(d_head, cfg.mlp_hidden, rngs=rngs),
                 jax.nn.gelu,
-                nnx.Linear(mlp_hidden, num_classes, rngs=rngs),
+                nnx.Linear(cfg.mlp_hidden, cfg.num_classes, rngs=rngs),
             )
 
     # ----------------------------------------------------------------------------------------------
@@ -248,47 +302,37 @@ class MCOENet(nnx.Module):
         return {"logits": logits.astype(jnp.float32), "aux_loss": aux, "stats": stats}
 
 
+def model_config(config) -> MCOENetConfig:
+    """``config.model`` (+ ``config.data.num_frames`` / ``image_size``) as an :class:`MCOENetConfig`;
+    ValueError naming an unknown or mistyped key (``model.moe.num_expert``)."""
+    data = config.get("data") or {}
+    derived = {k: (f"data.{k}", data[k]) for k in ("num_frames", "image_size") if k in data}
+    return from_config_dict(MCOENetConfig, config.model, where="model", derived=derived)
+
+
 def from_config(config, *, rngs: nnx.Rngs) -> MCOENet:
-    """Builds the model ``config.model`` describes (fields documented in configs/see.py)."""
-    mc = config.model
-    weights = {
-        "rgb": mc.get("rgb_backbone_weights", "") or mc.get("backbone_weights", ""),
-        "event": mc.get("event_backbone_weights", "") or mc.get("backbone_weights", ""),
-    }
-    return MCOENet(
-        num_classes=mc.num_classes,
-        modalities=parse_modalities(mc.get("modalities", "rgb+event")),
-        event_channels=mc.get("event_channels", 3),
-        num_frames=config.data.get("num_frames", 2),
-        image_size=config.data.get("image_size", 100),
-        tokenization=mc.get("tokenization", "spatial"),
-        token_width=mc.get("token_width", 4),
-        d_model=mc.get("d_model", 128),
-        d_state=mc.get("d_state", 16),
-        expand=mc.get("expand", 2),
-        dt_rank=mc.get("dt_rank", "auto"),
-        scan_method=mc.get("scan_method", "auto"),
-        use_mamba=mc.get("use_mamba", True),
-        mamba_residual=mc.get("mamba_residual", True),
-        mjos=dict(mc.get("mjos", {})),
-        fusion=mc.get("fusion", "mcib"),
-        mcib=dict(mc.get("mcib", {})),
-        neck=mc.get("neck", "none"),
-        neck_dim=mc.get("neck_dim", 1024),
-        neck_dropout=mc.get("neck_dropout", 0.5),
-        head=mc.get("head", "moe"),
-        moe=dict(mc.get("moe", {})),
-        mlp_hidden=mc.get("mlp_hidden", 512),
-        orthogonal_weight=mc.get("orthogonal_weight", 1.0),
-        backbone_weights=weights,
-        backbone_width=mc.get("backbone_width", 64),
-        rngs=rngs,
-    )
+    """Builds the model ``config.model`` describes (fields: :class:`MCOENetConfig`, configs/see.py).
+
+    Reads no file: backbone weights are loaded by the caller into :func:`pretrained_targets`.
+    """
+    return MCOENet(model_config(config), rngs=rngs)
+
+
+def pretrained_targets(model: MCOENet, config) -> list[tuple[nnx.Module, str]]:
+    """``(backbone, directory)`` for each ResNet-18 whose branch has weights: ``model.backbones[m]``
+    (spatial tokenisation) or ``[f"{m}_first"]`` / ``[f"{m}_last"]`` (reference), ``m`` in rgb / event,
+    directory ``{m}_backbone_weights`` or else ``backbone_weights`` ("" / "none": none)."""
+    cfg = model_config(config)
+    targets = []
+    for name, backbone in model.backbones.items():
+        weights = cfg.weights_for(name.split("_")[0])
+        if is_weights_dir(weights):
+            targets.append((backbone, weights))
+    return targets
 
 
 def input_spec(config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """``rgb`` ``(m, S, S, 3)`` and ``event`` ``(m, S, S, C_ev)`` float32, whatever the modalities."""
-    m = config.data.get("num_frames", 2)
-    s = config.data.get("image_size", 100)
-    c_ev = config.model.get("event_channels", 3)
+    cfg = model_config(config)
+    m, s, c_ev = cfg.num_frames, cfg.image_size, cfg.event_channels
     return {"rgb": ((m, s, s, 3), np.float32), "event": ((m, s, s, c_ev), np.float32)}

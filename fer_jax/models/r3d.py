@@ -9,10 +9,15 @@ BatchNorm, eps 1e-5, torch momentum 0.1), so a converter key table could map tor
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.layers import BatchNorm, conv_init, zeros_init
 
 
@@ -47,10 +52,27 @@ class BasicBlock3d(nnx.Module):
         return jax.nn.relu(self.bn2(self.conv2(y)) + identity)
 
 
-class R3D18(nnx.Module):
-    """``model(frames) -> {"logits": (B, num_classes)}``; ``width`` scales every stage (64 = torchvision)."""
+@dataclasses.dataclass(frozen=True)
+class R3DConfig:
+    """Settings of the 3D ResNet-18 baseline. ``backbone_weights`` is accepted for a uniform config but
+    must be "" / "none": no converter key table exists for torchvision's video models."""
 
-    def __init__(self, *, num_classes: int = 7, width: int = 64, dropout: float = 0.0, rngs: nnx.Rngs):
+    name: str = "r3d_18"
+    num_classes: int = 7
+    width: int = 64  # first-stage channels; 64 = torchvision
+    dropout: float = 0.0
+    backbone_weights: str = ""
+
+
+class R3D18(nnx.Module):
+    """``model(frames) -> {"logits": (B, num_classes)}``; ``width`` scales every stage (64 = torchvision).
+
+    ``R3D18(config, rngs=...)``; keyword ``overrides`` replace fields of ``config``.
+    """
+
+    def __init__(self, config: R3DConfig | None = None, *, rngs: nnx.Rngs, **overrides: Any):
+        cfg = dataclasses.replace(config or R3DConfig(), **overrides)
+        num_classes, width = cfg.num_classes, cfg.width
         widths = [width, 2 * width, 4 * width, 8 * width]
         self.stem_conv = _conv3d(3, width, (3, 7, 7), (1, 2, 2), rngs=rngs)
         self.stem_bn = _bn(width)
@@ -63,7 +85,7 @@ class R3D18(nnx.Module):
             cin = w
         self.layers = nnx.List(layers)
         self.num_features = cin
-        self.dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
         self.fc = nnx.Linear(cin, num_classes, kernel_init=nnx.initializers.lecun_normal(), rngs=rngs)
 
     def features(self, frames: jax.Array) -> jax.Array:
@@ -79,3 +101,32 @@ class R3D18(nnx.Module):
     def __call__(self, frames: jax.Array) -> dict[str, jax.Array]:
         x = jnp.mean(self.features(frames), axis=(1, 2, 3))
         return {"logits": self.fc(self.dropout(x)).astype(jnp.float32)}
+
+
+# -- registry contract ----------------------------------------------------------------------------------
+def model_config(config) -> R3DConfig:
+    """``config.model`` as an :class:`R3DConfig`; ValueError naming an unknown or mistyped key."""
+    return from_config_dict(R3DConfig, config.model, where="model")
+
+
+def from_config(config, *, rngs: nnx.Rngs) -> R3D18:
+    """The 3D ResNet-18 ``config.model`` describes (random initialisation)."""
+    return R3D18(model_config(config), rngs=rngs)
+
+
+def pretrained_targets(model: R3D18, config) -> list[tuple[nnx.Module, str]]:
+    """Always ``[]``; ValueError when ``config.model.backbone_weights`` names a directory (no key table)."""
+    del model
+    weights = model_config(config).backbone_weights
+    if is_weights_dir(weights):
+        raise ValueError(
+            f"model r3d_18 has no pretrained weights (no converter for torchvision video models); "
+            f"set model.backbone_weights='' or 'none', got {weights!r}"
+        )
+    return []
+
+
+def input_spec(config) -> dict[str, tuple[tuple[int, ...], type]]:
+    """``frames`` ``(T, S, S, 3)`` float32 for one clip."""
+    t, s = int(config.data.num_frames), int(config.data.image_size)
+    return {"frames": ((t, s, s, 3), np.float32)}

@@ -1,9 +1,15 @@
 """Model registry: config.model.name -> the NNX model and the inputs it takes.
 
-Every model module exposes two functions that the registry looks up lazily (so importing the registry
+Every model module exposes functions that the registry looks up lazily (so importing the registry
 does not import every model):
 
-- ``from_config(config, *, rngs) -> nnx.Module`` building the model described by ``config.model``;
+- ``model_config(config)``: ``config.model`` as the model's frozen settings dataclass
+  (``fer_jax.models.config.from_config_dict``; an unknown key is a one-line ValueError);
+- ``from_config(config, *, rngs) -> nnx.Module`` building the model described by ``config.model``; it
+  reads no file (no weights are loaded during construction, so it can run under ``nnx.eval_shape`` /
+  ``jax.jit``);
+- ``pretrained_targets(model, config) -> [(submodule, weights_dir)]``: where the caller (the Run, on a
+  fresh start) loads converted backbone weights with ``fer_jax.convert.load_backbone_into``;
 - ``input_spec(config) -> {input_name: (shape, dtype)}``: the keyword inputs of the model's
   ``__call__`` for ONE example (no batch axis).
 
@@ -28,17 +34,31 @@ _MODULES: dict[str, str] = {
     "mco_e_net": "fer_jax.models.mco_e_net",
     "resnet18_lstm": "fer_jax.models.baselines",
     "resnet18_gru": "fer_jax.models.baselines",
-    "r3d_18": "fer_jax.models.baselines",
+    "r3d_18": "fer_jax.models.r3d",
 }
-# Entries added at run time (tests, user extensions): name -> (builder, spec)
-_EXTRA: dict[str, tuple[Callable[..., nnx.Module], Callable[[Any], dict]]] = {}
 
 InputSpec = dict[str, tuple[tuple[int, ...], Any]]
+Targets = list[tuple[nnx.Module, str]]
 
 
-def register(name: str, builder: Callable[..., nnx.Module], spec: Callable[[Any], InputSpec]) -> None:
-    """Registers a model under ``name`` (``builder(config, *, rngs)``, ``spec(config)``)."""
-    _EXTRA[name] = (builder, spec)
+def _no_targets(model: nnx.Module, config: Any) -> Targets:
+    del model, config
+    return []
+
+
+# Entries added at run time (tests, user extensions): name -> (builder, spec, targets)
+_EXTRA: dict[str, tuple[Callable[..., nnx.Module], Callable[[Any], InputSpec], Callable[..., Targets]]] = {}
+
+
+def register(
+    name: str,
+    builder: Callable[..., nnx.Module],
+    spec: Callable[[Any], InputSpec],
+    targets: Callable[[nnx.Module, Any], Targets] | None = None,
+) -> None:
+    """Registers a model under ``name`` (``builder(config, *, rngs)``, ``spec(config)``, optionally
+    ``targets(model, config)`` as :func:`pretrained_targets`; default: no pretrained weights)."""
+    _EXTRA[name] = (builder, spec, targets or _no_targets)
 
 
 def names() -> list[str]:
@@ -46,25 +66,36 @@ def names() -> list[str]:
     return sorted(set(_MODULES) | set(_EXTRA))
 
 
-def _lookup(name: str) -> tuple[Callable[..., nnx.Module], Callable[[Any], InputSpec]]:
+def _lookup(
+    name: str,
+) -> tuple[Callable[..., nnx.Module], Callable[[Any], InputSpec], Callable[[nnx.Module, Any], Targets]]:
     if name in _EXTRA:
         return _EXTRA[name]
     if name not in _MODULES:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(names())}")
     module = importlib.import_module(_MODULES[name])
-    return module.from_config, module.input_spec
+    return module.from_config, module.input_spec, module.pretrained_targets
 
 
 def build(config, *, rngs: nnx.Rngs) -> nnx.Module:
-    """Returns the NNX model that ``config.model`` describes."""
-    builder, _ = _lookup(config.model.name)
+    """Returns the NNX model that ``config.model`` describes (randomly initialised; reads no file)."""
+    builder, _, _ = _lookup(config.model.name)
     return builder(config, rngs=rngs)
 
 
 def input_spec(config) -> InputSpec:
     """Maps each keyword input of the model to ``(shape, dtype)`` of one example (no batch axis)."""
-    _, spec = _lookup(config.model.name)
+    _, spec, _ = _lookup(config.model.name)
     return spec(config)
+
+
+def pretrained_targets(model: nnx.Module, config) -> Targets:
+    """The ``(submodule, weights directory)`` pairs to fill from ``config.model.backbone_weights`` (and,
+    for MCO-E Net, ``rgb_`` / ``event_backbone_weights``): pure, no I/O; ``[]`` when the config names no
+    weights ("" / "none"). The caller loads each with ``fer_jax.convert.load_backbone_into(submodule,
+    directory)``; ``model`` must be the one ``build(config)`` returned (it may be abstract)."""
+    _, _, targets = _lookup(config.model.name)
+    return targets(model, config)
 
 
 def dummy_inputs(config, batch_size: int = 1) -> dict[str, np.ndarray]:

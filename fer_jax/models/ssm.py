@@ -417,9 +417,11 @@ class CausalDepthwiseConv1d(nnx.Module):
         return out
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _dt_init_bias(key, d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float):
     # mamba_simple: dt ~ exp(U(log dt_min, log dt_max)) clamped below at dt_init_floor; the bias is its
-    # inverse softplus, so softplus(bias) = dt at initialisation.
+    # inverse softplus, so softplus(bias) = dt at initialisation. Jitted so that eager and traced init
+    # run the same fused program (op by op, the multiply-add and exp/log round differently: 1 ulp).
     dt = jnp.exp(
         jax.random.uniform(key, (d_inner,), jnp.float32) * (math.log(dt_max) - math.log(dt_min))
         + math.log(dt_min)

@@ -20,7 +20,7 @@ import os
 import cv2
 import numpy as np
 
-from fer_jax.preprocess.landmarks import FACE_MARGIN
+from fer_jax.data.constants import FACE_MARGIN, NUM_LANDMARKS, TEMPLATE_68
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels
 
@@ -186,10 +186,8 @@ def fit_from_landmarks(points: np.ndarray, margin: float = FACE_MARGIN) -> FaceF
     same similarity. About 1000x cheaper than the Haar search, and steadier across frames; None when the
     points are degenerate (all equal, non-finite).
     """
-    from fer_jax.preprocess.landmarks import TEMPLATE_68
-
     src = np.asarray(points, np.float64)
-    if src.shape != (68, 2) or not np.all(np.isfinite(src)):
+    if src.shape != (NUM_LANDMARKS, 2) or not np.all(np.isfinite(src)):
         return None
     dst = TEMPLATE_68.astype(np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
