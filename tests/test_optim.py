@@ -10,8 +10,12 @@ import optax
 import pytest
 from flax import nnx
 
+from configs import dfew, see
 from configs.common import base_config
+from fer_jax.models import registry
+from fer_jax.models.ssm import SSMParam
 from fer_jax.training import ema, optim
+from tests.test_see_configs import shrink
 
 
 def _torch_onecycle(step, total, max_lr, pct_start=0.3, div=25.0, final_div=1e4):
@@ -55,12 +59,11 @@ def test_unknown_schedule_raises():
 
 class _Net(nnx.Module):
     def __init__(self, rngs):
-        from fer_jax.models.ssm import SSMParam
-
         self.dense = nnx.Linear(3, 4, rngs=rngs)
         self.layer_norm = nnx.LayerNorm(4, rngs=rngs)
         self.A_log = SSMParam(jnp.ones((4, 2)))
         self.mix = nnx.Param(jnp.ones((2, 2)))
+        self.blocks = nnx.List([nnx.Linear(2, 2, rngs=rngs)])  # integer path entries
 
 
 def test_weight_decay_only_on_matrices_not_norms_biases_or_ssm():
@@ -75,8 +78,66 @@ def test_weight_decay_only_on_matrices_not_norms_biases_or_ssm():
     p = nnx.to_pure_dict(params)
     np.testing.assert_allclose(upd["dense"]["kernel"], -0.1 * 0.5 * p["dense"]["kernel"], rtol=1e-6)
     np.testing.assert_allclose(upd["mix"], -0.05 * np.ones((2, 2)), rtol=1e-6)
+    np.testing.assert_allclose(upd["blocks"][0]["kernel"], -0.05 * p["blocks"][0]["kernel"], rtol=1e-6)
+    np.testing.assert_array_equal(upd["blocks"][0]["bias"], 0.0)
     for leaf in (upd["dense"]["bias"], upd["layer_norm"]["scale"], upd["layer_norm"]["bias"], upd["A_log"]):
         np.testing.assert_array_equal(leaf, 0.0)
+
+
+def _tiny_mambafer():
+    c = dfew.get_config()
+    with c.unlocked():
+        c.data.num_frames, c.data.image_size = 4, 32
+        c.model.backbone_width, c.model.backbone_depth = 0.25, 0.35
+        c.model.d_model, c.model.mhsa_heads, c.model.mlp_dims = 16, 2, (8,)
+    return c
+
+
+def _tiny_mco_e_net():
+    c = shrink(see.get_config())
+    c.model.moe.num_experts = 4
+    return c
+
+
+@pytest.mark.parametrize("get_config", [_tiny_mambafer, _tiny_mco_e_net], ids=["mambafer", "mco_e_net"])
+def test_decay_mask_on_real_models(get_config):
+    """The name rule decays exactly the >= 2-d weights that are no SSM parameter (``SSMParam``, the
+    class the models mark A_log / D with) and no norm parameter; every SSM parameter is caught by name."""
+    model = nnx.eval_shape(lambda: registry.build(get_config(), rngs=nnx.Rngs(0)))
+    params = nnx.state(model, nnx.Param)
+    mask = optim.decay_mask(params)
+    leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+    got = jax.tree.leaves(mask)
+    assert len(got) == len(leaves)
+    ssm_leaves = 0
+    for (path, var), decayed in zip(leaves, got):
+        names = [str(getattr(k, "key", k)) for k in path]
+        ssm_leaves += isinstance(var, SSMParam)
+        want = (
+            not isinstance(var, SSMParam)
+            and var.get_value().ndim >= 2
+            and names[-1] not in ("bias", "scale")
+            and not any("norm" in n.lower() for n in names[:-1])
+        )
+        assert decayed == want, names
+    assert ssm_leaves >= 4  # the models do have A_log / D (both directions in MCO-E Net)
+    assert 0 < sum(got) < len(got)
+
+
+def test_decay_mask_on_a_plain_dict():
+    """The rule reads names and ranks only, so a restored plain-dict tree gets the same mask."""
+    params = {
+        "conv": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)},
+        "A_b_log": jnp.ones((2, 2)),
+        "layer_norm": {"w": jnp.ones((2, 2))},
+        "blocks": [{"kernel": jnp.ones((2, 2))}],
+    }
+    assert optim.decay_mask(params) == {
+        "conv": {"kernel": True, "bias": False},
+        "A_b_log": False,
+        "layer_norm": {"w": False},
+        "blocks": [{"kernel": True}],
+    }
 
 
 def test_clipping_bounds_the_update_norm():

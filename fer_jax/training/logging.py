@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from tensorboardX import SummaryWriter
 
 
 def _jsonable(v):
@@ -35,12 +36,7 @@ class MetricWriter:
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._file = open(self.workdir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
             if tensorboard:
-                try:
-                    from tensorboardX import SummaryWriter
-
-                    self._tb = SummaryWriter(str(self.workdir / "tb"))
-                except ImportError:  # TensorBoard output is optional
-                    self._tb = None
+                self._tb = SummaryWriter(str(self.workdir / "tb"))
 
     def scalars(self, step: int, split: str, values: dict) -> None:
         if not self.active:

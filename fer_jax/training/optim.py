@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-# leaf names that never get weight decay: norms' scale/bias, every bias, the SSM's A_log and D
-NO_DECAY_NAMES = frozenset({"bias", "scale", "A_log", "D", "a_log"})
+# Leaf names that never get weight decay whatever their rank: the SSM's A_log / A_b_log (2-d; D / D_b are
+# 1-d), as mamba_simple's ``_no_weight_decay``; every bias and norm scale, also a converted 2-d one.
+NO_DECAY_NAMES = frozenset({"bias", "scale", "A_log", "A_b_log", "D", "D_b"})
 
 
 def onecycle_schedule(
@@ -75,37 +76,28 @@ def make_schedule(config, *, total_steps: int, steps_per_epoch: int) -> optax.Sc
     raise ValueError(f"unknown optim.schedule {name!r}; known: onecycle, step, cosine, constant")
 
 
-def _path_names(path) -> list[str]:
+def _path_names(path: tuple) -> list[str]:
     names = []
     for k in path:
-        for attr in ("key", "name", "idx"):
+        for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
             if hasattr(k, attr):
                 names.append(str(getattr(k, attr)))
                 break
     return names
 
 
-def _is_ssm_param(var) -> bool:
-    try:
-        from fer_jax.models.ssm import SSMParam
-    except ImportError:  # the SSM module is optional for models without one
-        return False
-    return isinstance(var, SSMParam)
-
-
 def decay_mask(params: Any) -> Any:
-    """Pytree of bools shaped like ``params`` (an ``nnx.State`` of Params): True where decay applies.
+    """Pytree of bools shaped like ``params`` (an ``nnx.State`` of Params or a plain dict): True where
+    weight decay applies.
 
-    No decay on 0-/1-d parameters (biases, norm scales), on leaves named ``bias``/``scale``/``A_log``/
-    ``D``, on anything under a module whose name contains ``norm``, and on Param subclasses that set
-    ``no_weight_decay = True`` (the SSM's parameter class may do so).
+    The one no-decay rule, decided from each leaf's tree path and rank: no decay on 0-/1-d leaves (biases,
+    norm scales, the SSM's ``D``), on leaves named in ``NO_DECAY_NAMES`` and on anything under a module
+    whose name contains ``norm``.
     """
 
-    def decide(path, var):
-        value = var.get_value() if isinstance(var, nnx.Variable) else var
+    def decide(path: tuple, leaf: Any) -> bool:
+        value = leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
         names = _path_names(path)
-        if getattr(type(var), "no_weight_decay", False) or _is_ssm_param(var):
-            return False
         if jnp.ndim(value) < 2:
             return False
         if names and names[-1] in NO_DECAY_NAMES:
