@@ -56,6 +56,7 @@ def bench_config(name: str, config, steps: int, batch_size: int | None) -> dict:
     import jax
     import numpy as np
 
+    from fer_jax.losses import loss_from_config
     from fer_jax.models import registry
     from fer_jax.training import evaluation, loop
     from fer_jax.training import mesh as mesh_lib
@@ -75,7 +76,7 @@ def bench_config(name: str, config, steps: int, batch_size: int | None) -> dict:
             defs,
             tx,
             schedule,
-            loop.make_loss_fn(config, counts),
+            loss_from_config(config, counts),
             input_names,
             ema_decay=float(config.train.ema_decay),
         ),

@@ -1,15 +1,23 @@
-"""Predict expressions: ``python -m fer_jax.predict --workdir DIR INPUT... [--json] [--checkpoint best]``.
+"""Predict expressions: ``python -m fer_jax.predict --workdir DIR INPUT... [--json] [--checkpoint best]
+[--landmarks PATH]``.
 
-INPUT is a video file or a folder of frames. Each input goes through the preprocessing the shard builder
-applied (``fer_jax.preprocess``: frame sampling, face detection + alignment + enhancement for DFEW-style
-runs; resizing for single-eye SEE-style runs) with the settings recorded in the run's manifest, then the
-pipeline's own record -> model-input transform (normalisation, temporal sampling), so the model sees
-what it saw in evaluation. SEE-style runs take a sequence folder of the SEE layout
-(``SEE/frame/<emotion>/<seq>``, paired with ``SEE/event/<emotion>/<seq>``), a folder holding ``frame/``
-and ``event/`` sub-folders, or plain RGB input, whose event frames are then simulated from the RGB.
+INPUT is a video file or a folder of frames. Each input becomes the record the shard builder would have
+stored (``fer_jax.preprocess.clip.make_face_record`` / ``make_eye_record``, the builder's own functions,
+with the settings recorded in the run's manifest: frame count, size, encoding, landmarks, alignment,
+enhancement, events), then goes through the pipeline's record -> model-input transform (normalisation,
+temporal sampling), so the model sees what it saw in evaluation. SEE-style runs take a sequence folder of
+the SEE layout (``SEE/frame/<emotion>/<seq>``, paired with ``SEE/event/<emotion>/<seq>``), a folder
+holding ``frame/`` and ``event/`` sub-folders, or plain RGB input, whose event frames are then simulated
+from the RGB.
+
+Landmarks: a run whose shards were landmark-aligned from per-clip files (``--landmarks file:DIR`` at
+build time) needs each input's landmark file: ``--landmarks PATH`` names the ``.npy`` (one input) or a
+folder holding ``<input name>.npy`` (the builder's format, ``fer_jax.preprocess.landmarks``); without it
+such a run refuses with a one-line error. ``lbf:`` builds run the same LBF landmarker as the builder.
 
 A bad or unreadable input prints a one-line error for that input; the others still run; the exit status
-is 1 when any input failed. Library use: ``Predictor(workdir).predict(path) -> {class: probability}``.
+is 1 when any input failed (2 on bad usage). Library use:
+``Predictor(workdir).predict(path, landmarks=None) -> {class: probability}``.
 """
 
 from __future__ import annotations
@@ -22,103 +30,131 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fer_jax.models import registry
-from fer_jax.training import evaluation, steps
-from fer_jax.training import state as state_lib
-
-SEE_FPS = 30.0  # SEE's frames are 33 ms apart
+from fer_jax.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, one_line
+from fer_jax.data.constants import SEE_FPS
+from fer_jax.training.run import Run
 
 
 class Predictor:
-    """A trained run ready for inference (EMA weights when the run kept them)."""
+    """A trained run ready for inference (EMA weights when the run kept them).
+
+    Attributes: ``run`` (the restored ``Run``), ``config``, ``step``, ``class_names``, ``input_names``,
+    ``manifest`` (the run's copy of its shards' manifest).
+    """
 
     def __init__(self, workdir: str | Path, checkpoint: str = "best"):
-        from fer_jax.evaluate import restore_for_eval
+        self.run = Run.restore(workdir, checkpoint)
+        self.config, self.step = self.run.config, self.run.step
+        self.manifest = self.run.info.manifest()
+        self.class_names = self.run.class_names
+        self.input_names = self.run.input_names
 
-        workdir = Path(workdir)
-        self.config, defs, state, self.step, self.mesh = restore_for_eval(workdir, checkpoint)
-        self.manifest = _load_manifest(workdir, self.config)
-        self.class_names = list(self.manifest.get("class_names") or range(self.config.model.num_classes))
-        self.input_names = list(registry.input_spec(self.config))
-        self._params, self._rest = state_lib.eval_params(state), state["rest"]
-        self._eval = steps.jit_eval_step(steps.make_eval_step(defs, self.input_names), self.mesh)
+    def record(self, path: str | Path, *, landmarks: str | Path | None = None) -> dict:
+        """The record the shard builder would store for this input (label 0)."""
+        return _record(Path(path), self.run, landmarks=None if landmarks is None else Path(landmarks))
 
-    def prepare(self, path: str | Path) -> dict[str, np.ndarray]:
+    def prepare(self, path: str | Path, *, landmarks: str | Path | None = None) -> dict[str, np.ndarray]:
         """One input -> one example of model inputs (no batch axis)."""
+        return self._prepare(path, landmarks)[0]
+
+    def _prepare(self, path: str | Path, landmarks: str | Path | None) -> tuple[dict[str, np.ndarray], dict]:
         from fer_jax.data import pipeline
 
-        record = _record(Path(path), self.config, self.manifest, self.input_names)
+        record = self.record(path, landmarks=landmarks)
         example = pipeline.prepare_example(record, self.config, self.manifest)
-        return {k: np.asarray(example[k]) for k in self.input_names}
+        return {k: np.asarray(example[k]) for k in self.input_names}, record
 
-    def predict(self, path: str | Path) -> dict[str, float]:
-        """Per-class probabilities for one input (raises ValueError / OSError on a bad input)."""
-        example = self.prepare(path)
+    def predict(self, path: str | Path, *, landmarks: str | Path | None = None) -> dict[str, float]:
+        """Per-class probabilities for one input (raises ValueError / OSError on a bad input).
+
+        ``landmarks``: the input's landmark file (``(n, 68, 2)`` pixel ``.npy``, one row per source
+        frame); needed by runs whose shards were aligned with per-clip landmark files.
+        """
+        return self.predict_details(path, landmarks=landmarks)["probabilities"]
+
+    def predict_details(self, path: str | Path, *, landmarks: str | Path | None = None) -> dict:
+        """``{"probabilities": {class: p}, "face_found": fraction of the kept frames whose face was
+        detected (None for single-eye runs, which detect no face)}``. At 0 the model saw centre crops."""
+        example, record = self._prepare(path, landmarks)
         n = jax.device_count()  # one row per device: the batch axis is sharded over the mesh
         batch = {k: np.repeat(v[None], n, axis=0) for k, v in example.items()}
         batch["mask"] = np.ones((n,), bool)
-        out = self._eval(
-            self._params, self._rest, evaluation.device_batch(batch, self.input_names, self.mesh)
-        )
-        probs = np.asarray(out["probs"])[0]
-        return {str(name): float(p) for name, p in zip(self.class_names, probs)}
+        probs = self.run.predict_batch(batch)["probs"][0]
+        found = record.get("face_found")
+        return {
+            "probabilities": {str(name): float(p) for name, p in zip(self.class_names, probs)},
+            "face_found": None if found is None else float(np.mean(np.asarray(found, bool))),
+        }
 
 
-def _load_manifest(workdir: Path, config) -> dict:
-    path = workdir / "manifest.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    from fer_jax.data.manifest import load_manifest
-
-    return dict(load_manifest(config.data.dir))
-
-
-def _frames(path: Path, what: str = "input") -> list[np.ndarray]:
+def _frames(path: Path, what: str = "input", num_frames: int | None = None) -> list[np.ndarray]:
+    """The input's RGB frames; ``num_frames`` decodes only those ``sample_indices`` keeps (a long video
+    is streamed, never held in memory whole)."""
     from fer_jax.preprocess.video import read_frames
 
     if not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist")
-    frames = read_frames(path)
+    frames = read_frames(path, num_frames=num_frames)
     if not frames:
         raise ValueError(f"no frames could be read from {path}")
     return [np.asarray(f) for f in frames]
 
 
-def _encode(frames: np.ndarray, encoding: str) -> np.ndarray:
-    from fer_jax.data.schema import encode_frames
+def _as_stored(record: dict) -> dict:
+    """Encoded frame lists as the object arrays a shard read returns (what the pipeline indexes)."""
+    out = {}
+    for k, v in record.items():
+        if isinstance(v, list):
+            arr = np.empty(len(v), dtype=object)
+            arr[:] = v
+            v = arr
+        out[k] = v
+    return out
 
-    enc = encode_frames(frames, encoding)
-    if isinstance(enc, np.ndarray):
-        return enc
-    arr = np.empty(len(enc), dtype=object)
-    arr[:] = enc
-    return arr
 
+def _face_landmarks(frames: list[np.ndarray], settings, landmarks: Path | None) -> np.ndarray | None:
+    """The landmarks the builder would have used for this input (see the module docstring)."""
+    from fer_jax.preprocess.clip import face_landmarks
+    from fer_jax.preprocess.landmarks import load_landmark_file
 
-def _record(path: Path, config, manifest: dict, input_names: list[str]) -> dict:
-    """Builds the record the shard builder would have stored for this input."""
-    prep = manifest.get("preprocessing", {})
-    size = int(prep.get("size", config.data.image_size))
-    num_frames = int(prep.get("frames", config.data.num_frames))
-    encoding = prep.get("encoding", "jpeg")
-    if config.data.dataset == "dfew":
-        from fer_jax.preprocess.clip import prepare_face_clip
-
-        bins = int(prep.get("bins", 3)) if "event" in input_names else 0
-        clip = prepare_face_clip(
-            _frames(path),
-            num_frames=num_frames,
-            size=size,
-            enhance=bool(prep.get("enhance", True)),
-            event_bins=bins,
+    if settings.landmarks.startswith("lbf:"):
+        return face_landmarks(frames, settings)[0]
+    if not settings.landmarks.startswith("file:"):
+        return None  # template / none builds: per-frame landmarks were never used
+    if landmarks is not None:
+        return load_landmark_file(landmarks, num_frames=len(frames))
+    if settings.align == "landmarks":
+        raise ValueError(
+            "this run was trained on landmark-aligned crops from per-clip landmark files: give the "
+            "input's landmarks with --landmarks PATH (an (n, 68, 2) .npy)"
         )
-        record = {"frames": _encode(clip["frames"], encoding), "landmarks": clip["landmarks"], "label": 0}
-        if "event" in clip:
-            record["event"] = clip["event"].astype(np.float16)
-        return record
-    # SEE / DSEE: RGB + event frames of one eye
-    from fer_jax.preprocess.clip import prepare_eye_clip
+    return None  # detector-aligned: the builder, too, used the template for a clip without a file
 
+
+def _record(path: Path, run: Run, *, landmarks: Path | None = None) -> dict:
+    """Builds the record the shard builder would have stored for this input."""
+    from fer_jax.preprocess.clip import (
+        EyeRecordSettings,
+        FaceRecordSettings,
+        make_eye_record,
+        make_face_record,
+    )
+
+    prep = dict(run.info.preprocessing)
+    if run.config.data.dataset == "dfew":
+        settings = FaceRecordSettings.from_manifest(prep)
+        # as the builder: every frame only where events or per-frame landmarks need them (same pixels:
+        # the kept frames are the same sample_indices either way)
+        need_all = settings.simulate_events or settings.per_frame_landmarks
+        frames = _frames(path, num_frames=None if need_all else int(settings.frames) or None)
+        lms = _face_landmarks(frames, settings, landmarks)
+        return _as_stored(make_face_record(frames, settings, landmarks=lms))
+    # SEE / DSEE: RGB + event frames of one eye
+    settings = EyeRecordSettings.from_manifest(prep)
+    if settings.events != "frames":
+        raise ValueError(
+            "this run was trained on event voxel grids: give raw events through the shard builder"
+        )
     sibling = _see_event_sibling(path)
     if path.is_dir() and (path / "frame").is_dir() and (path / "event").is_dir():
         rgb, event = _frames(path / "frame", "frame folder"), _frames(path / "event", "event folder")
@@ -127,14 +163,7 @@ def _record(path: Path, config, manifest: dict, input_names: list[str]) -> dict:
     else:
         rgb = _frames(path)
         event = _simulated_event_frames(rgb)
-    clip = prepare_eye_clip(rgb, event, size=size, num_frames=num_frames)
-    voxel = prep.get("events_used") == "voxel"
-    ev = clip["event"]
-    if voxel:
-        raise ValueError(
-            "this run was trained on event voxel grids: give raw events through the shard builder"
-        )
-    return {"rgb": _encode(clip["rgb"], encoding), "event": _encode(ev, encoding), "label": 0, "lighting": 0}
+    return _as_stored(make_eye_record(rgb, event, settings))
 
 
 def _see_event_sibling(path: Path) -> Path | None:
@@ -165,39 +194,64 @@ def _simulated_event_frames(rgb: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def _landmark_file(option: str | None, item: str, count: int) -> Path | None:
+    """``--landmarks``: a ``.npy`` (one input) or a folder of ``<input name>.npy`` files."""
+    if option is None:
+        return None
+    p = Path(option)
+    if p.is_dir():
+        stem = Path(item).stem if Path(item).is_file() else Path(item).name
+        return p / f"{stem}.npy"
+    if count > 1:
+        raise ValueError("--landmarks FILE takes one INPUT; give a folder of <name>.npy for several")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_jax.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="training run directory")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or frame folders")
     parser.add_argument("--checkpoint", default="best", help="best (default), latest or a step number")
+    parser.add_argument(
+        "--landmarks",
+        default=None,
+        metavar="PATH",
+        help="landmark file (n, 68, 2) .npy of the input, or a folder of <input name>.npy files; needed by "
+        "runs built with --landmarks file:DIR and landmark alignment",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per input instead of tables")
     args = parser.parse_args(argv)
+    if args.landmarks is not None and not Path(args.landmarks).is_dir() and len(args.inputs) > 1:
+        parser.exit(EXIT_USAGE, "error: --landmarks FILE takes one INPUT; give a folder for several\n")
     try:
         predictor = Predictor(args.workdir, args.checkpoint)
     except Exception as e:
-        print(f"error: {type(e).__name__}: {_first_line(e)}", file=sys.stderr)
-        return 1
+        print(f"error: {one_line(e, with_type=True)}", file=sys.stderr)
+        return EXIT_FAILURE
     failed = 0
     for item in args.inputs:
         try:
-            probs = predictor.predict(item)
+            lm = _landmark_file(args.landmarks, item, len(args.inputs))
+            details = predictor.predict_details(item, landmarks=lm)
         except Exception as e:  # one line per bad input; keep going with the others
             failed += 1
-            print(f"error: {item}: {type(e).__name__}: {_first_line(e)}", file=sys.stderr)
+            print(f"error: {item}: {one_line(e, with_type=True)}", file=sys.stderr)
             continue
+        probs, found = details["probabilities"], details["face_found"]
         best = max(probs, key=probs.get)
+        if found == 0.0:
+            print(f"warning: {item}: no face found in any frame; this is the prediction of centre crops",
+                  file=sys.stderr)  # fmt: skip
         if args.json:
-            print(json.dumps({"input": item, "prediction": best, "probabilities": probs}))
+            print(
+                json.dumps({"input": item, "prediction": best, "probabilities": probs, "face_found": found})
+            )
         else:
-            print(f"{item}: {best} ({100 * probs[best]:.1f}%)")
+            face = "" if found is None else f", face found in {100 * found:.0f}% of frames"
+            print(f"{item}: {best} ({100 * probs[best]:.1f}%{face})")
             for name, p in sorted(probs.items(), key=lambda kv: -kv[1]):
                 print(f"  {name:<12}{100 * p:6.2f}%")
-    return 1 if failed else 0
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else ""
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fer_jax.cli import EXIT_USAGE, one_line
+
 
 @dataclass(frozen=True)
 class Target:
@@ -284,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             title=args.title,
         )
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
     print(format_summary(summary))
     print(f"wrote {args.out} and {Path(args.out).parent / 'summary.json'}")
     return 0

@@ -14,6 +14,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from fer_jax.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, one_line
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file, e.g. configs/dfew.py")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: config, checkpoints, logs, figures")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "hide the progress bar")
@@ -28,42 +30,37 @@ def _parse(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except Exception as e:  # flags.Error, or the config file's own failure (missing get_config, bad override)
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _one_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[-1] if lines else ''}"
+        print(f"error: {one_line(e, with_type=True, last=True)}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
 
 
 def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)  # absl would print JAX's backend probing at INFO on stderr
     if len(argv) > 1:
         print(f"error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if _CONFIG.value is None or not _WORKDIR.value:
         print("error: --config and --workdir are required (see --help)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         config = _CONFIG.value
         config.get("model")  # config_flags reports a missing file lazily, on first attribute access
     except Exception as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
+        print(f"error: {one_line(e, with_type=True, last=True)}", file=sys.stderr)
+        return EXIT_USAGE
     if config is None or not _WORKDIR.value:
         print("error: --config and --workdir are required (see --help)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     from fer_jax.training.loop import NonFiniteLossError, train
 
     try:
         summary = train(config, _WORKDIR.value, progress=not _NO_PROGRESS.value)
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     except Exception as e:  # one line for the user; the library call shows the traceback
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        print(f"error: {one_line(e, with_type=True, last=True)}", file=sys.stderr)
+        return EXIT_FAILURE
     best = summary["best_uar"]
     best_txt = (
         f"best UAR {100 * best:.2f} at step {summary['best_step']}" if best is not None else "no evaluation"
@@ -71,7 +68,7 @@ def main(argv: list[str]) -> int:
     print(f"{summary['status']} at step {summary['step']}; {best_txt}; workdir {_WORKDIR.value}")
     if summary["status"] == "interrupted":
         return 128 + int(summary.get("signal") or signal.SIGTERM)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

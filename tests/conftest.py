@@ -77,3 +77,24 @@ def see_shards(see_raw, tmp_path_factory):
     )  # fmt: skip
     assert rc == 0, "building the see fixture failed"
     return out
+
+
+@pytest.fixture(scope="module")
+def module_compile_cache(tmp_path_factory):
+    """A persistent XLA cache for one test module: each train() call jits its steps afresh, and the later
+    runs of the module reuse the executables of the first (restored afterwards, so other modules are
+    unaffected). Use with ``pytestmark = pytest.mark.usefixtures("module_compile_cache")``."""
+    import jax
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")  # fmt: skip
+    old = {n: getattr(jax.config, n) for n in names}
+    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update(names[1], 0.0)
+    jax.config.update(names[2], 0)
+    yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+    from jax.experimental.compilation_cache import compilation_cache
+
+    compilation_cache.reset_cache()  # the next module starts without this module's cache

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fer_jax.evaluate import format_tables
-from fer_jax.interpret.__main__ import expert_usage
+from fer_jax.interpret.report import expert_usage
 
 
 def test_expert_usage_statistics():
@@ -75,3 +75,13 @@ def test_evaluate_several_workdirs_stops_at_the_first_bad_one(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--workdir", "a", "b", "--out", "x"])
     assert e.value.code == 2
+
+
+def test_one_line_error_helper():
+    from fer_jax.cli import one_line
+
+    assert one_line(ValueError("first\n  second")) == "first"
+    assert one_line(ValueError("first\n  last  "), last=True) == "last"
+    assert one_line(ValueError("")) == "ValueError"
+    assert one_line(KeyError("x"), with_type=True) == "KeyError: 'x'"
+    assert one_line("  text\nmore") == "text"

@@ -15,26 +15,12 @@ import test_train_support as support  # noqa: E402
 
 from fer_jax import evaluate as evaluate_lib  # noqa: E402
 from fer_jax.training import loop  # noqa: E402
+from fer_jax.training.run import Run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache(tmp_path_factory):
-    """Each train() call jits its steps afresh; a persistent cache lets the later runs of this module reuse
-    the executables of the first (restored afterwards so other modules are unaffected)."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")  # fmt: skip
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0.0)
-    jax.config.update(names[2], 0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-    from jax.experimental.compilation_cache import compilation_cache
-
-    compilation_cache.reset_cache()  # the next module starts without this module's cache
+pytestmark = pytest.mark.usefixtures("module_compile_cache")
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +42,8 @@ def test_resume_is_exact(straight_run, tmp_path):
     assert s2["status"] == "finished" and s2["step"] == 8
     # same batches in the same order across the interruption
     assert first.seen + second.seen == straight_seen
-    _, _, a, step_a, _ = evaluate_lib.restore_for_eval(straight_dir, "latest")
-    _, _, b, step_b, _ = evaluate_lib.restore_for_eval(tmp_path, "latest")
+    run_a, run_b = Run.restore(straight_dir, "latest"), Run.restore(tmp_path, "latest")
+    a, b, step_a, step_b = run_a.state, run_b.state, run_a.step, run_b.step
     assert step_a == step_b == 8
     # params, EMA, BatchNorm stats, dropout RNG and optimizer moments all agree
     keyless = lambda s: jax.tree.map(
@@ -127,9 +113,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path)
     with pytest.raises(loop.NonFiniteLossError, match="at step 3") as info:
         loop.train(cfg, tmp_path, data=support.ToyData(nan_at=2), progress=False)
     assert info.value.step == 3
-    _, _, state, step, _ = evaluate_lib.restore_for_eval(tmp_path, "latest")
-    assert step == 2
-    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
+    run = Run.restore(tmp_path, "latest")
+    assert run.step == 2
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(run.state["params"]))
 
 
 def _cli(*args):
@@ -156,3 +142,79 @@ def test_early_stopping_patience_and_round_trip():
     assert again == es
     fresh = EarlyStopping.from_dict(EarlyStopping(patience=0).to_dict())
     assert fresh.best == float("-inf") and not fresh.should_stop
+
+
+class _EvalFails(support.ToyData):
+    """Training data fine, evaluation broken (as shards without the eval split's files would be)."""
+
+    def eval_iterator(self, *args, **kwargs):
+        raise OSError("the evaluation shards are unreadable")
+
+
+def test_failed_evaluation_keeps_the_steps_before_it(tmp_path):
+    cfg = support.tiny_config(eval_every_steps=4, checkpoint_every_steps=100)
+    with pytest.raises(OSError, match="unreadable"):
+        loop.train(cfg, tmp_path, data=_EvalFails(), progress=False)
+    assert Run.restore(tmp_path, "latest").step == 4  # saved before the error went on
+
+
+class _NoEvalSplit(support.ToyData):
+    def num_examples(self, config, split):
+        return 0 if split != "train" else super().num_examples(config, split)
+
+
+def test_missing_eval_split_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="evaluation split 'test' .* has no examples"):
+        loop.train(support.tiny_config(), tmp_path, data=_NoEvalSplit(), progress=False)
+    assert not (tmp_path / "checkpoints" / "latest").exists() or not any(
+        (tmp_path / "checkpoints" / "latest").iterdir()
+    )
+
+
+def test_refused_resume_leaves_the_run_as_it_was(straight_run, tmp_path):
+    import shutil
+
+    src, _ = straight_run
+    workdir = tmp_path / "run"
+    shutil.copytree(src, workdir)
+    before = {p: p.read_bytes() for p in (workdir / "config.json", workdir / "manifest.json")}
+    changed = support.tiny_config()
+    changed.model.num_classes = 4  # another model: the data (3 classes) and the checkpoint disagree
+    with pytest.raises(ValueError, match="num_classes=4"):
+        loop.train(changed, workdir, data=support.ToyData(), progress=False)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("optim.lr", -1e-3, "optim.lr=-0.001 must be > 0"),
+        ("train.num_steps", -5, "train.num_steps=-5 must be an integer >= 0"),
+        ("eval.batch_size", 0, "eval.batch_size=0 must be an integer >= 1"),
+        ("train.batch_size", 0, "train.batch_size=0 must be an integer >= 1"),
+        ("train.ema_decay", 1.5, "train.ema_decay=1.5 must be in"),
+        ("optim.lr", float("nan"), "must be finite"),
+    ],
+)
+def test_out_of_range_config_is_refused_in_one_line_before_writing(tmp_path, field, value, words):
+    cfg = support.tiny_config()
+    section, key = field.split(".")
+    cfg[section][key] = value
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace("+", r"\+")) as e:
+        loop.train(cfg, tmp_path / "run", data=support.ToyData(), progress=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupted_latest_checkpoint_resumes_from_the_previous_one(tmp_path, capsys):
+    cfg = support.tiny_config(eval_every_steps=100, checkpoint_every_steps=2, keep_checkpoints=3)
+    loop.train(cfg, tmp_path, data=support.ToyData(), stop_at_step=4, progress=False)
+    step4 = tmp_path / "checkpoints" / "latest" / "4"
+    meta = next(p for p in step4.rglob("*") if p.is_file() and p.parent.name == "meta")
+    meta.write_text(meta.read_text()[:5])  # truncated
+    summary = loop.train(cfg, tmp_path, data=support.ToyData(), progress=True)
+    assert summary["status"] == "finished" and summary["step"] == 8
+    out = capsys.readouterr()
+    assert "checkpoint step 4 is unreadable" in out.out + out.err and "using step 2" in out.out + out.err
+    assert (tmp_path / "checkpoints" / "latest" / "4.unreadable").is_dir()  # kept for the user, renamed
+    assert Run.restore(tmp_path, "latest").step == 8

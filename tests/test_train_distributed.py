@@ -65,10 +65,10 @@ def test_sigterm_saves_a_restorable_checkpoint(tmp_path):
     s = _summary(out)
     assert s["status"] == "interrupted" and s["signal"] == signal.SIGTERM and s["step"] >= 3
 
-    from fer_jax.evaluate import restore_for_eval
+    from fer_jax.training.run import Run
 
-    _, _, state, step, _ = restore_for_eval(tmp_path, "latest")
-    assert step == s["step"] and int(state["step"]) == step
+    run = Run.restore(tmp_path, "latest")
+    assert run.step == s["step"] and int(run.state["step"]) == run.step
 
 
 @pytest.mark.slow

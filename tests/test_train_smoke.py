@@ -35,6 +35,11 @@ def test_demo_config_trains_and_evaluates(name, request, tmp_path):
 
     config = _load(name)
     config.data.dir = str(request.getfixturevalue(CONFIGS[name]))
+    # the fixtures hold 8 frames of 64 px: shrink the demo's geometry to them (the demo's own sizes are
+    # checked against real demo shards by scripts/demo.py's run, not here)
+    config.data.image_size = 64
+    config.data.stored_frames = 8
+    config.data.num_frames = min(int(config.data.num_frames), 8)
     config.train.batch_size = 4
     config.train.num_steps = 2
     config.train.eval_every_steps = 2
@@ -49,7 +54,7 @@ def test_demo_config_trains_and_evaluates(name, request, tmp_path):
     assert set(m["per_class"]) == set(summary["last_eval"]["per_class"])
     assert (tmp_path / "eval" / "metrics.json").exists()
     if config.model.name == "mco_e_net" and config.model.get("head", "moe") == "moe":
-        from fer_jax.interpret.__main__ import interpret
+        from fer_jax.interpret.report import interpret
 
         res = interpret(tmp_path, clips=[0], checkpoint="latest", out_dir=tmp_path / "interp")
         assert res["expert_usage"] is not None, res["notes"]
@@ -57,7 +62,7 @@ def test_demo_config_trains_and_evaluates(name, request, tmp_path):
     if config.model.name == "mambafer":
         import json
 
-        from fer_jax.interpret.__main__ import interpret
+        from fer_jax.interpret.report import interpret
 
         res = interpret(tmp_path, clips=[0, 1], checkpoint="latest", out_dir=tmp_path / "interp")
         out = tmp_path / "interp"

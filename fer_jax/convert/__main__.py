@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fer_jax.cli import EXIT_USAGE, one_line
 from fer_jax.convert import ARCHS, ConversionError, convert_state_dict, read_state_dict, save_converted
 
 
@@ -32,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         model = convert_state_dict(args.arch, state_dict, in_channels=args.in_channels)
         out = save_converted(model, args.out, arch=args.arch, source=str(args.weights))
     except (ConversionError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        # the whole message on one line: a mismatch lists several parameters
+        print(f"error: {one_line(' '.join(str(exc).split()))}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"wrote {args.arch} (in_channels={args.in_channels}, num_classes={model.num_classes}) to {out}")
     return 0
 

@@ -10,8 +10,9 @@ Batches are dicts of numpy arrays (docs/architecture.md):
   int32, ``mask``. The m frames come from the K stored ones as the public loaders pick them: every 4th
   frame from a random offset, then m spread from its first to its last frame (offset 0 for evaluation).
 
-Evaluation batches also carry ``index`` int32 ``(B,)``: the record's position in the split (for
-per-example outputs; padding rows repeat a real index with ``mask`` False).
+Evaluation batches also carry ``index`` int32 ``(B,)``: the record's position in the split, and ``id``
+str ``(B,)``: the record's id (for per-example outputs such as ``predictions.jsonl``; padding rows repeat
+a real index and id with ``mask`` False).
 
 Config fields read: ``data.{dataset, dir, num_frames, image_size, num_workers, augment}``,
 ``train.batch_size``, ``eval.batch_size``, ``seed``.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import grain
@@ -29,11 +31,11 @@ import numpy as np
 
 from fer_jax.data import augment as aug
 from fer_jax.data import normalize
+from fer_jax.data.constants import NUM_LANDMARKS, TEMPLATE_68
 from fer_jax.data.manifest import load_manifest
 from fer_jax.data.schema import decode_frames
 from fer_jax.data.source import ShardSource
 from fer_jax.preprocess.frames import sample_indices
-from fer_jax.preprocess.landmarks import TEMPLATE_68
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,7 @@ class _Spec:
     event_std: float | None = None
 
 
-def _spec(config, manifest: dict, augment: bool) -> _Spec:
+def _spec(config, manifest: Mapping[str, Any], augment: bool) -> _Spec:
     dataset = config.data.dataset
     if dataset != manifest.get("dataset") and not (
         dataset in ("see", "dsee") and manifest.get("dataset") in ("see", "dsee")
@@ -82,7 +84,11 @@ def _to_model_inputs(ex: dict[str, Any], spec: _Spec, rng: np.random.Generator |
         n = len(stored)
         idx = np.arange(n) if n == spec.num_frames else sample_indices(n, spec.num_frames)
         frames = decode_frames(stored, idx)
-        lm = ex["landmarks"][idx] if "landmarks" in ex else np.broadcast_to(TEMPLATE_68, (len(idx), 68, 2))
+        lm = (
+            ex["landmarks"][idx]
+            if "landmarks" in ex
+            else np.broadcast_to(TEMPLATE_68, (len(idx), NUM_LANDMARKS, 2))
+        )
         event = ex["event"][idx].astype(np.float32) if "event" in ex else None
         if params is not None:
             frames = aug.photometric(aug.geometric(frames, params), params)
@@ -170,15 +176,17 @@ def _process(process_index, process_count) -> tuple[int, int]:
     return pi, pc
 
 
-def _local_batch(batch_size: int, process_count: int) -> int:
+def local_batch_size(batch_size: int, process_count: int) -> int:
+    """Each process's share of a GLOBAL batch; ValueError unless it splits evenly (the one home of the rule:
+    ``fer_jax.training.mesh.check_batch_size`` applies it too)."""
     if batch_size < process_count or batch_size % process_count:
         raise ValueError(f"batch size {batch_size} is not a multiple of the {process_count} processes")
     return batch_size // process_count
 
 
-def num_examples(config, split: str) -> int:
-    """Examples in ``split`` of ``config.data.dir`` (from the manifest)."""
-    m = load_manifest(config.data.dir)
+def num_examples(config, split: str, *, manifest: Mapping[str, Any] | None = None) -> int:
+    """Examples in ``split`` of ``config.data.dir`` (from ``manifest``, read from the folder when None)."""
+    m = load_manifest(config.data.dir) if manifest is None else manifest
     if split not in m.get("num_examples", {}):
         raise ValueError(
             f"no split {split!r} in {config.data.dir}; it has {sorted(m.get('num_examples', {}))}"
@@ -186,14 +194,20 @@ def num_examples(config, split: str) -> int:
     return int(m["num_examples"][split])
 
 
-def make_train_iterator(config, *, process_index: int | None = None, process_count: int | None = None):
+def make_train_iterator(
+    config,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    manifest: Mapping[str, Any] | None = None,
+):
     """Infinite iterator of training batches of ``train.batch_size // process_count`` examples; epochs are
     reshuffled with ``config.seed``; ``get_state()`` / ``set_state()`` restore exactly the next batch."""
     pi, pc = _process(process_index, process_count)
-    manifest = load_manifest(config.data.dir)
+    manifest = load_manifest(config.data.dir) if manifest is None else manifest
     spec = _spec(config, manifest, augment=bool(config.data.augment))
     source = ShardSource(config.data.dir, config.data.train_split)
-    local = _local_batch(int(config.train.batch_size), pc)
+    local = local_batch_size(int(config.train.batch_size), pc)
     if len(source) // pc < local:
         raise ValueError(f"{len(source)} training examples cannot fill a batch of {local} on {pc} processes")
     _ensure_flags_parsed(int(config.data.num_workers))
@@ -241,16 +255,17 @@ def make_eval_iterator(
     process_count: int | None = None,
     seed: int | None = None,
     augment: bool = False,
+    manifest: Mapping[str, Any] | None = None,
 ) -> _EvalLoader:
     """Evaluation batches of ``batch_size // process_count`` (default ``eval.batch_size``): process p gets
     examples p, p + P, ...; every process yields the same number of batches, the last ones padded with
     ``mask`` False. ``augment=True`` uses random temporal sampling seeded by ``seed`` (default
     ``config.seed``) — the stochastic passes of the official MCO-E Net protocol; geometry is left alone."""
     pi, pc = _process(process_index, process_count)
-    manifest = load_manifest(config.data.dir)
+    manifest = load_manifest(config.data.dir) if manifest is None else manifest
     spec = dataclasses.replace(_spec(config, manifest, augment=False), augment=False)
     source = ShardSource(config.data.dir, split)
-    local = _local_batch(int(batch_size or config.eval.batch_size), pc)
+    local = local_batch_size(int(batch_size or config.eval.batch_size), pc)
     n = len(source)
     per_process = math.ceil(n / pc)
     num_batches = max(1, math.ceil(per_process / local))
@@ -279,6 +294,13 @@ def _pop_meta(element) -> tuple[bool, int]:
     return bool(element.pop("__pad__", False)), int(element.pop("__index__", -1))
 
 
+def _record_id(element) -> np.str_:
+    """The record's ``id`` as text (the shards store it as bytes); empty when the record has none."""
+    rid = element.get("id", "")
+    rid = rid.item() if isinstance(rid, np.ndarray) else rid
+    return np.str_(rid.decode() if isinstance(rid, bytes) else str(rid))
+
+
 class _KeepPadMap(grain.transforms.Map):
     """Deterministic evaluation map that carries the padding flag through."""
 
@@ -288,7 +310,7 @@ class _KeepPadMap(grain.transforms.Map):
     def map(self, element):
         pad, index = _pop_meta(element)
         out = _to_model_inputs(element, self.spec, None)
-        out["__pad__"], out["index"] = np.bool_(pad), np.int32(index)
+        out["__pad__"], out["index"], out["id"] = np.bool_(pad), np.int32(index), _record_id(element)
         return out
 
 
@@ -301,5 +323,5 @@ class _KeepPadRandomMap(grain.transforms.RandomMap):
     def random_map(self, element, rng: np.random.Generator):
         pad, index = _pop_meta(element)
         out = _to_model_inputs(element, self.spec, rng)
-        out["__pad__"], out["index"] = np.bool_(pad), np.int32(index)
+        out["__pad__"], out["index"], out["id"] = np.bool_(pad), np.int32(index), _record_id(element)
         return out

@@ -1,15 +1,20 @@
 """Per-clip preprocessing: the DFEW face path (``prepare_face_clip``) and the SEE single-eye path
-(``prepare_eye_clip``), shared by the shard builders and predict so training and inference see the same
-pixels.
+(``prepare_eye_clip``), and the ONE record builder on top of them (``make_face_record``,
+``make_eye_record``) that both the shard builders (``data_prep.builders``) and ``fer_jax.predict`` call,
+with settings rebuilt from a manifest (``FaceRecordSettings`` / ``EyeRecordSettings``), so that a model is
+always served the input it was trained on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
+from fer_jax.data.constants import DFEW_FPS, FACE_MARGIN, SEE_FPS, TEMPLATE_68
 from fer_jax.preprocess import events as ev
 from fer_jax.preprocess.face import (
     FaceDetector,
@@ -22,7 +27,11 @@ from fer_jax.preprocess.face import (
     warp,
 )
 from fer_jax.preprocess.frames import sample_indices
-from fer_jax.preprocess.landmarks import FACE_MARGIN, TEMPLATE_68, transform_points
+from fer_jax.preprocess.landmarks import (
+    LBFLandmarker,
+    load_landmark_file,
+    transform_points,
+)
 
 _DEFAULT_DETECTOR: FaceDetector | None = None
 
@@ -63,7 +72,7 @@ def prepare_face_clip(
     sample_mode: str = "uniform",
     rng: np.random.Generator | None = None,
     event_bins: int = 0,
-    fps: float = 25.0,
+    fps: float = DFEW_FPS,
     align: str = "detector",
 ) -> dict[str, np.ndarray]:
     """One DFEW clip -> aligned, enhanced face frames.
@@ -139,7 +148,7 @@ def enhance_frame(rgb: np.ndarray) -> np.ndarray:
     return enhance(rgb)
 
 
-def simulate_voxels(prev: np.ndarray, cur: np.ndarray, bins: int, *, fps: float = 25.0, seed: int = 0):
+def simulate_voxels(prev: np.ndarray, cur: np.ndarray, bins: int, *, fps: float = DFEW_FPS, seed: int = 0):
     """Events a DVS would fire between two aligned RGB frames, as a ``(S, S, bins)`` float32 voxel grid."""
     grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (prev, cur)])
     t = np.array([0.0, 1.0 / fps])
@@ -199,7 +208,7 @@ def event_voxel_clip(
     t = np.asarray(frame_times, np.float64)
     if t.ndim != 1 or len(t) < 1 or not np.all(np.isfinite(t)):
         raise ValueError("frame times must be a finite 1-d array")
-    period = float(np.median(np.diff(t))) if len(t) > 1 else 1.0 / 30.0
+    period = float(np.median(np.diff(t))) if len(t) > 1 else 1.0 / SEE_FPS
     if period <= 0:
         raise ValueError("frame times are not increasing")
     grids = []
@@ -215,10 +224,251 @@ def event_voxel_clip(
     return np.stack(grids).astype(np.float32)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Records: what a shard stores for one clip, built the same way by the shard builders and by predict.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _pick(cls, prep: Mapping[str, Any], **renamed: Any):
+    """``cls`` from the manifest's preprocessing dict: known fields only, defaults for the missing ones."""
+    names = {f.name: f.type for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in prep.items() if k in names and v is not None}
+    kwargs.update({k: v for k, v in renamed.items() if v is not None})
+    return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceRecordSettings:
+    """How a DFEW-style clip becomes a record (the ``preprocessing`` block of the manifest).
+
+    ``landmarks``: ``none`` | ``template`` | ``file:DIR`` | ``lbf:MODEL``; ``align``: ``detector`` |
+    ``landmarks`` (needs per-frame landmarks: ``file:`` or ``lbf:``).
+    """
+
+    frames: int = 16
+    size: int = 112
+    encoding: str = "jpeg"
+    landmarks: str = "template"
+    align: str = "detector"
+    enhance: bool = True
+    simulate_events: bool = False
+    bins: int = 3
+    fps: float = DFEW_FPS
+
+    @classmethod
+    def from_manifest(cls, prep: Mapping[str, Any]) -> FaceRecordSettings:
+        return _pick(cls, prep)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def per_frame_landmarks(self) -> bool:
+        """True when the build used landmarks of every source frame (``file:`` or ``lbf:``)."""
+        return self.landmarks.startswith(("file:", "lbf:"))
+
+
+@dataclasses.dataclass(frozen=True)
+class EyeRecordSettings:
+    """How a SEE / DSEE sequence becomes a record. ``frames``: K stored (0: all); ``events``: ``frames``
+    (JPEG event frames) or ``raw`` (voxel grids of ``bins`` channels from an event stream)."""
+
+    frames: int = 16
+    size: int = 100
+    encoding: str = "jpeg"
+    events: str = "frames"
+    bins: int = 3
+    fps: float = SEE_FPS
+
+    @classmethod
+    def from_manifest(cls, prep: Mapping[str, Any]) -> EyeRecordSettings:
+        # the manifest records the requested source (maybe "auto") and the one the layout decided
+        return _pick(cls, prep, events=prep.get("events_used"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawEvents:
+    """An event stream and the frame times of its sequence: ``events`` as ``events.read_events`` returns
+    them, ``frame_times`` ``(n,)`` seconds, the sensor ``height`` x ``width``."""
+
+    events: np.ndarray
+    frame_times: np.ndarray
+    height: int
+    width: int
+
+
+_LBF: dict[str, LBFLandmarker] = {}
+
+
+def lbf_landmarks(lbf: LBFLandmarker, frames: Sequence[np.ndarray]) -> np.ndarray | None:
+    """``(n, 68, 2)`` LBF landmarks of every frame (Haar face box first; frames without a face borrow the
+    previous one's, leading ones the first found), or None when no frame has a face."""
+    det = default_detector()
+    out, last = [], None
+    for f in frames:
+        fit = fit_face(f, det)
+        pts = None
+        if fit is not None:
+            s = fit.side
+            box = (int(fit.center[0] - s / 2), int(fit.center[1] - s / 2), int(s), int(s))
+            pts = lbf(f, box)
+        if pts is None:
+            pts = last
+        out.append(pts)
+        last = pts if pts is not None else last
+    if all(p is None for p in out):
+        return None
+    first = next(p for p in out if p is not None)
+    return np.stack([first if p is None else p for p in out]).astype(np.float32)
+
+
+def face_landmarks(
+    frames: Sequence[np.ndarray], settings: FaceRecordSettings, *, landmark_file: str | None = None
+) -> tuple[np.ndarray | None, list[str]]:
+    """The per-frame landmarks a build with ``settings`` uses for a clip, and notes on fallbacks.
+
+    ``file:`` builds read ``landmark_file`` (``landmarks.load_landmark_file``; missing or broken: the
+    template, with a note); ``lbf:`` builds run the LBF model on every frame; other builds use none.
+    Returns ``(landmarks (len(frames), 68, 2) float32 pixels or None, notes)``.
+    """
+    mode, notes = settings.landmarks, []
+    lms = None
+    if mode.startswith("file:"):
+        if landmark_file is None:
+            notes.append("no landmark file; used the template")
+        else:
+            try:
+                lms = load_landmark_file(landmark_file, num_frames=len(frames))
+            except ValueError as e:
+                notes.append(f"{e}; used the template")
+    elif mode.startswith("lbf:"):
+        model = mode.split(":", 1)[1]
+        if model not in _LBF:
+            _LBF[model] = LBFLandmarker(model)
+        lms = lbf_landmarks(_LBF[model], frames)
+        if lms is None:
+            notes.append("LBF found no face; used the template")
+    return lms, notes
+
+
+def make_face_record(
+    frames: Sequence[np.ndarray],
+    settings: FaceRecordSettings,
+    *,
+    landmarks: np.ndarray | None = None,
+    label: int = 0,
+    id: str = "",
+    stats: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """One DFEW-style clip -> the record a shard stores.
+
+    Args:
+      frames: every RGB uint8 frame of the clip ``[(H, W, 3), ...]`` (or, when neither events nor
+        per-frame landmarks are used, only the ``settings.frames`` that ``sample_indices`` picks).
+      settings: the build's settings (``FaceRecordSettings.from_manifest`` at inference).
+      landmarks: ``(len(frames), 68, 2)`` pixel landmarks (``face_landmarks``), or None: the template and
+        detector alignment.
+      stats: a dict that receives ``frames_face_found``, ``frames`` and, with events, the float32 sums the
+        build's event normalisation is computed from.
+
+    Returns ``{"frames": encoded (T,) frames, "face_found": (T,) bool, "label", "id"}`` plus
+    ``"landmarks"`` ``(T, 68, 2)`` float32 in [0, 1] (unless ``landmarks == "none"``) and ``"event"``
+    ``(T, S, S, bins)`` float16 (``simulate_events``).
+    """
+    from fer_jax.data.schema import encode_frames
+
+    out = prepare_face_clip(
+        frames,
+        num_frames=settings.frames,
+        size=settings.size,
+        landmarks=landmarks,
+        enhance=settings.enhance,
+        align=settings.align if landmarks is not None else "detector",
+        event_bins=settings.bins if settings.simulate_events else 0,
+        fps=settings.fps,
+    )
+    record = {
+        "frames": encode_frames(out["frames"], settings.encoding),
+        "face_found": out["face_found"],
+        "label": label,
+        "id": id,
+    }
+    if settings.landmarks != "none":
+        record["landmarks"] = out["landmarks"]
+    if stats is not None:
+        stats.update(frames_face_found=float(out["face_found"].sum()), frames=float(len(out["face_found"])))
+    if settings.simulate_events:
+        ev_grid = out["event"]
+        record["event"] = ev_grid.astype(np.float16)
+        if stats is not None:  # from the float32 grids, before the float16 cast
+            stats.update(
+                ev_sum=float(ev_grid.sum()),
+                ev_sumsq=float((ev_grid.astype(np.float64) ** 2).sum()),
+                ev_n=ev_grid.size,
+            )
+    return record
+
+
+def make_eye_record(
+    rgb: Sequence[np.ndarray],
+    event: Sequence[np.ndarray] | RawEvents,
+    settings: EyeRecordSettings,
+    *,
+    label: int = 0,
+    lighting: int = 0,
+    id: str = "",
+    stats: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """One SEE / DSEE sequence -> the record a shard stores.
+
+    ``event``: the sequence's event frames ``[(H, W, C), ...]`` (stored encoded like the RGB frames) or a
+    ``RawEvents`` stream (stored as ``(K, S, S, bins)`` float16 voxel grids of the interval ending at each
+    kept frame). ``stats`` receives the float32 voxel sums of the build's event normalisation.
+
+    Returns ``{"rgb": encoded (K,) frames, "event", "label", "lighting", "id", "num_source_frames"}``.
+    """
+    from fer_jax.data.schema import encode_frames
+
+    if isinstance(event, RawEvents):
+        if len(event.frame_times) != len(rgb):
+            raise ValueError(f"{len(event.frame_times)} frame times for {len(rgb)} frames")
+        out = prepare_eye_clip(rgb, None, size=settings.size, num_frames=settings.frames)
+        grids = event_voxel_clip(event.events, event.frame_times, out["indices"], bins=settings.bins,
+                                 height=event.height, width=event.width, size=settings.size)  # fmt: skip
+        stored_event = grids.astype(np.float16)
+        if stats is not None:
+            stats.update(
+                ev_sum=float(grids.sum()),
+                ev_sumsq=float((grids.astype(np.float64) ** 2).sum()),
+                ev_n=grids.size,
+            )
+    else:
+        out = prepare_eye_clip(rgb, event, size=settings.size, num_frames=settings.frames)
+        stored_event = encode_frames(out["event"], settings.encoding)
+    return {
+        "rgb": encode_frames(out["rgb"], settings.encoding),
+        "event": stored_event,
+        "label": label,
+        "lighting": lighting,
+        "id": id,
+        "num_source_frames": np.int32(len(rgb)),
+    }
+
+
 __all__ = [
+    "EyeRecordSettings",
     "FACE_MARGIN",
+    "FaceRecordSettings",
+    "RawEvents",
     "default_detector",
     "event_voxel_clip",
+    "face_landmarks",
+    "lbf_landmarks",
+    "make_eye_record",
+    "make_face_record",
     "prepare_eye_clip",
     "prepare_face_clip",
     "simulate_voxels",

@@ -1,5 +1,6 @@
 """One pass (or several stochastic passes) of a model over an evaluation split, gathered on every process
-and turned into the paper's metrics. Shared by the training loop and ``fer_jax.evaluate``."""
+and turned into the paper's metrics and per-clip prediction rows. Used through ``Run.evaluate`` by the
+training loop, ``fer_jax.evaluate`` and ``fer_jax.interpret``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,29 @@ from jax.sharding import Mesh
 from fer_jax import metrics as metrics_lib
 from fer_jax.training import mesh as mesh_lib
 
-BATCH_KEYS = ("label", "mask", "lighting", "index")  # index: position in the split (pipeline)
+# what a batch carries besides the model inputs; index: position in the split (pipeline)
+BATCH_KEYS = ("label", "mask", "lighting", "index")
+_ID_BYTES = 256  # clip ids travel between processes as fixed-width UTF-8
+
+
+def _as_str_array(ids: np.ndarray) -> np.ndarray:
+    return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in np.asarray(ids).ravel()], object)
+
+
+def _global_ids(local_ids: np.ndarray) -> np.ndarray:
+    """This process's clip ids ``(local_B,)`` -> the global batch's ``(B,)``, in the row order that
+    ``mesh.put_batch`` assembles (process 0's rows first)."""
+    ids = _as_str_array(local_ids)
+    if jax.process_count() == 1:
+        return ids
+    from jax.experimental import multihost_utils
+
+    enc = np.zeros((len(ids), _ID_BYTES), np.uint8)
+    for i, s in enumerate(ids):
+        b = s.encode()[:_ID_BYTES]
+        enc[i, : len(b)] = np.frombuffer(b, np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(enc, tiled=True))
+    return np.array([bytes(r).rstrip(b"\0").decode(errors="replace") for r in rows], object)
 
 
 def device_batch(batch: dict, input_names: Sequence[str], mesh: Mesh) -> dict:
@@ -26,7 +49,8 @@ def collect(
     eval_fn: Callable, params: Any, rest: Any, iterator, input_names: Sequence[str], mesh: Mesh
 ) -> dict:
     """Runs ``eval_fn`` over a finite iterator; returns numpy arrays over all real examples (mask applied):
-    ``probs`` (N, C), ``pred``, ``label``, optional ``lighting`` and ``stats/*``."""
+    ``probs`` (N, C), ``pred``, ``label``, optional ``lighting``, ``index``, ``id`` (str objects, when the
+    batches carry clip ids) and ``stats/*``."""
     chunks: dict[str, list[np.ndarray]] = {}
     for batch in iterator:
         n = len(next(iter(batch.values())))
@@ -38,6 +62,8 @@ def collect(
         for k, v in out.items():
             if k != "mask" and v.ndim >= 1 and v.shape[0] == keep.shape[0]:
                 chunks.setdefault(k, []).append(v[keep])
+        if "id" in batch:  # strings stay on the host: gathered across processes here, not by the step
+            chunks.setdefault("id", []).append(_global_ids(batch["id"])[keep])
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
@@ -52,6 +78,27 @@ def summarize(
         lighting=outputs.get("lighting"),
         lighting_names=lighting_names,
     )
+
+
+def _mean_over_passes(runs: list[dict]) -> dict:
+    """The first pass's outputs with ``probs`` the mean over passes and ``pred`` its argmax. Passes are
+    matched by ``index`` (the split position) when the batches carry it, else by row."""
+    first = dict(runs[0])
+    if len(runs) == 1:
+        return first
+    if "index" in first:
+        order = [np.argsort(r["index"], kind="stable") for r in runs]
+        base = runs[0]["index"][order[0]]
+        if any(not np.array_equal(r["index"][o], base) for r, o in zip(runs, order)):
+            raise ValueError("the evaluation passes saw different examples")
+        mean = np.mean([r["probs"][o] for r, o in zip(runs, order)], axis=0)
+        probs = np.empty_like(mean)
+        probs[order[0]] = mean  # back to the first pass's row order
+    else:
+        probs = np.mean([r["probs"] for r in runs], axis=0)
+    first["probs"] = probs.astype(np.float32)
+    first["pred"] = np.argmax(probs, -1).astype(np.int32)
+    return first
 
 
 def evaluate_passes(
@@ -69,16 +116,17 @@ def evaluate_passes(
 ) -> tuple[dict, dict]:
     """``passes`` evaluations (``make_iterator(pass_index)``); with more than one pass the scalar metrics
     are the mean over passes (the official MCO-E Net protocol), the confusion matrix their sum, and
-    ``passes_detail`` lists each pass's WAR/UAR. Returns ``(metrics, outputs of the first pass)``."""
-    per_pass, first = [], None
+    ``passes_detail`` lists each pass's WAR/UAR. Returns ``(metrics, outputs)``: ``outputs`` as
+    :func:`collect` of the first pass, with ``probs`` the mean over passes and ``pred`` its argmax."""
+    per_pass, runs = [], []
     for p in range(max(int(passes), 1)):
         outputs = collect(eval_fn, params, rest, make_iterator(p), input_names, mesh)
         if not outputs:
             raise ValueError("the evaluation split yielded no examples")
         per_pass.append(summarize(outputs, num_classes, class_names, lighting_names))
-        first = first if first is not None else outputs
+        runs.append(outputs)
     if len(per_pass) == 1:
-        return per_pass[0], first
+        return per_pass[0], runs[0]
     out = dict(per_pass[0])
     for key in ("war", "uar", "macro_f1"):
         out[key] = float(np.mean([m[key] for m in per_pass]))
@@ -95,4 +143,30 @@ def evaluate_passes(
     out["confusion"] = np.sum([np.asarray(m["confusion"]) for m in per_pass], axis=0).tolist()
     out["passes"] = len(per_pass)
     out["passes_detail"] = [{"war": m["war"], "uar": m["uar"]} for m in per_pass]
-    return out, first
+    return out, _mean_over_passes(runs)
+
+
+def prediction_rows(
+    outputs: dict, class_names: Sequence[str], lighting_names: Sequence[str] | None = None
+) -> list[dict]:
+    """One JSON-ready row per example of :func:`collect`'s outputs, in split order when indexed:
+    ``{"id", "label", "pred", "probs": {class: p}}`` (+ ``"lighting"`` where the data has it). ``id`` is
+    the record's id, else its split position."""
+    n = len(outputs["probs"])
+    order = np.argsort(outputs["index"], kind="stable") if "index" in outputs else np.arange(n)
+    rows = []
+    for i in order.tolist():
+        if "id" in outputs:
+            clip = str(outputs["id"][i])
+        else:
+            clip = str(int(outputs["index"][i])) if "index" in outputs else str(i)
+        row = {
+            "id": clip,
+            "label": class_names[int(outputs["label"][i])],
+            "pred": class_names[int(outputs["pred"][i])],
+            "probs": {str(c): float(p) for c, p in zip(class_names, outputs["probs"][i])},
+        }
+        if lighting_names and "lighting" in outputs:
+            row["lighting"] = lighting_names[int(outputs["lighting"][i])]
+        rows.append(row)
+    return rows

@@ -4,10 +4,11 @@ Public signature (pinned; notebooks and the demo call it)::
 
     train(config, workdir, *, data=None, stop_at_step=None, progress=True) -> dict
 
-Running it again on the same ``workdir`` resumes from the newest checkpoint exactly (parameters,
-optimizer, EMA, BatchNorm statistics, dropout RNG, early-stopping state, data-iterator position).
-Workdir layout: ``config.json`` (resolved config), ``manifest.json`` (the shards' manifest),
-``metrics.jsonl``, ``tb/`` (TensorBoard), ``checkpoints/{latest,best}/<step>/``,
+A short loop over a :class:`fer_jax.training.run.Run`, which owns the config, the dataset facts, the
+model and state, the mesh and the checkpoints. Running it again on the same ``workdir`` resumes from the
+newest checkpoint exactly (parameters, optimizer, EMA, BatchNorm statistics, dropout RNG, early-stopping
+state, data-iterator position). Workdir layout: ``config.json`` (resolved config), ``manifest.json`` (the
+shards' manifest), ``metrics.jsonl``, ``tb/`` (TensorBoard), ``checkpoints/{latest,best}/<step>/``,
 ``figures/{confusion,curves}.png``, ``eval_<split>.json`` (the latest evaluation); see docs/training.md.
 """
 
@@ -22,17 +23,16 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
-from fer_jax.models import registry
-from fer_jax.training import checkpoint as ckpt_lib
-from fer_jax.training import evaluation, optim, steps
+from fer_jax.losses import loss_from_config
 from fer_jax.training import figures as fig_lib
 from fer_jax.training import logging as log_lib
-from fer_jax.training import mesh as mesh_lib
 from fer_jax.training import state as state_lib
-from fer_jax.training.data import DataSource, PipelineData
+from fer_jax.training.data import DataSource
 from fer_jax.training.early_stopping import EarlyStopping
+
+# where they lived before the Run: benchmarks and notebooks import them from here
+from fer_jax.training.run import Run, build_model_and_state, load_config, run_lengths, write_config  # noqa: F401
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,75 +66,23 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
+def _write_eval(run: Run, writer: log_lib.MetricWriter, step: int, split: str, m: dict) -> None:
+    """Logs one evaluation: scalars, ``eval_<split>.json``, the confusion matrix and the curves."""
+    scalars = {"war": m["war"], "uar": m["uar"], "macro_f1": m["macro_f1"]}
+    scalars.update({f"recall/{k}": v for k, v in m["per_class"].items() if v is not None})
+    scalars.update({f"lighting/{k}": v for k, v in (m.get("per_lighting") or {}).items()})
+    writer.scalars(step, split, scalars)
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-
-
-def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The resolved config a run wrote to ``<workdir>/config.json``."""
-    path = Path(workdir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def make_loss_fn(config, class_counts):
-    """``fer_jax.losses.loss_from_config`` (focal / weighted CE of paper 1)."""
-    from fer_jax.losses import loss_from_config
-
-    return loss_from_config(config, class_counts)
-
-
-def run_lengths(config, num_train: int) -> dict[str, int]:
-    """Steps per epoch, total steps, eval and checkpoint intervals, optimizer updates."""
-    bs = int(config.train.batch_size)
-    steps_per_epoch = num_train // bs
-    if steps_per_epoch < 1:
-        raise ValueError(f"train split has {num_train} examples, fewer than one batch of {bs}")
-    total = int(config.train.num_steps) or int(config.train.num_epochs) * steps_per_epoch
-    eval_every = int(config.train.eval_every_steps) or steps_per_epoch
-    accum = max(int(config.train.grad_accum_steps), 1)
-    return {
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-        "eval_every": eval_every,
-        "checkpoint_every": int(config.train.checkpoint_every_steps) or eval_every,
-        "log_every": max(int(config.train.log_every_steps), 1),
-        "optimizer_steps": max(math.ceil(total / accum), 1),
-        "optimizer_steps_per_epoch": max(steps_per_epoch // accum, 1),
-    }
-
-
-def build_model_and_state(
-    config, mesh, *, total_updates: int, updates_per_epoch: int, abstract: bool = False
-):
-    """Model -> (defs, replicated state, tx, schedule). Same seed -> same state on every process.
-
-    ``abstract=True`` returns the state as ``jax.ShapeDtypeStruct`` leaves (replicated shardings) without
-    running any initializer: the restore target of evaluation, which skips the 8-15 s of eager
-    initialisation (one tiny XLA compilation per initializer) a CPU process would otherwise pay.
-    """
-    held = {}
-
-    def make():
-        model = registry.build(config, rngs=nnx.Rngs(config.seed, dropout=config.seed + 1))
-        _, params, _ = nnx.split(model, nnx.Param, ...)
-        held["tx"], held["schedule"] = optim.make_optimizer(
-            config, params, total_steps=total_updates, steps_per_epoch=updates_per_epoch
+        workdir = run.workdir
+        (workdir / f"eval_{split}.json").write_text(json.dumps({"step": step, **m}, indent=2) + "\n")
+        cm_fig = fig_lib.confusion_figure(
+            np.asarray(m["confusion"]), run.class_names, f"{split}, step {step}"
         )
-        held["defs"], state = state_lib.create_state(model, held["tx"], ema=float(config.train.ema_decay) > 0)
-        return state
-
-    if abstract:
-        sharding = mesh_lib.replicated(mesh)
-        state = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), jax.eval_shape(make)
-        )
-        return held["defs"], state, held["tx"], held["schedule"]
-    state = make()
-    return held["defs"], mesh_lib.put_replicated(state, mesh), held["tx"], held["schedule"]
+        writer.figure(step, f"{split}/confusion_matrix", cm_fig)
+        fig_lib.save(cm_fig, workdir / "figures" / "confusion.png")
+        curves = fig_lib.curves_figure(log_lib.read_metrics(workdir), split)
+        writer.figure(step, "train/curves", curves)
+        fig_lib.save(curves, workdir / "figures" / "curves.png")
 
 
 def train(
@@ -159,143 +107,65 @@ def train(
     "best_step", "last_eval", "signal"}`` (``signal``: the signal number after SIGINT / SIGTERM).
     Raises ``NonFiniteLossError`` on a NaN/Inf loss and ``ValueError`` on an inconsistent config.
     """
-    mesh_lib.maybe_initialize_distributed()
-    workdir = Path(workdir).absolute()
-    data = data or PipelineData()
-    write_config(config, workdir)
-    mesh = mesh_lib.make_mesh()
-    mesh_lib.check_batch_size(int(config.train.batch_size), mesh)
-    mesh_lib.check_batch_size(int(config.eval.batch_size), mesh)
-    pidx, pcount = jax.process_index(), jax.process_count()
+    run = Run.create(config, workdir, data=data)
+    try:
+        return _loop(run, stop_at_step=stop_at_step, progress=progress)
+    finally:
+        run.close()  # also when the data or the first step fails: pending checkpoint writes finish
 
-    manifest = data.manifest(config)
-    if pidx == 0:  # predict needs class names and preprocessing settings even when the shards are gone
-        (workdir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    class_names = list(manifest.get("class_names") or [str(i) for i in range(config.model.num_classes)])
-    lighting_names = manifest.get("lighting_names")
-    class_counts = (manifest.get("class_counts") or {}).get(config.data.train_split)
-    lengths = run_lengths(config, data.num_examples(config, config.data.train_split))
-    total = lengths["total_steps"]
 
-    defs, state, tx, schedule = build_model_and_state(
-        config,
-        mesh,
-        total_updates=lengths["optimizer_steps"],
-        updates_per_epoch=lengths["optimizer_steps_per_epoch"],
-    )
-    input_names = list(registry.input_spec(config))
-    loss_fn = make_loss_fn(config, class_counts)
-    train_step = steps.jit_train_step(
-        steps.make_train_step(
-            defs,
-            tx,
-            schedule,
-            loss_fn,
-            input_names,
-            ema_decay=float(config.train.ema_decay),
-            grad_accum_steps=int(config.train.grad_accum_steps),
-        ),
-        mesh,
-    )
-    eval_step = steps.jit_eval_step(steps.make_eval_step(defs, input_names), mesh)
-
-    ckpts = ckpt_lib.RunCheckpoints(workdir, keep=int(config.train.keep_checkpoints))
-    train_iter = data.train_iterator(config, process_index=pidx, process_count=pcount)
+def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, Any]:
+    """The steps, evaluations and checkpoints of :func:`train` over an open Run."""
+    config, lengths, total = run.config, run.lengths, run.lengths["total_steps"]
+    train_iter = run.train_iterator()
     stopper = EarlyStopping(patience=int(config.train.early_stopping_patience))
-    start = 0
-    last_eval: dict | None = None
-    latest = ckpts.latest_step()
-    if latest is not None:
-        state, iter_state, meta = ckpts.restore("latest", latest, state)
+    start, last_eval = run.step, None
+    if run.resumed is not None:
+        iter_state, meta = run.resumed
         train_iter.set_state(iter_state)
         stopper = EarlyStopping.from_dict(meta["early_stopping"])
-        start = int(latest)
         last_eval = meta.get("last_eval")
-        log_lib.truncate_metrics(workdir, start)
+        log_lib.truncate_metrics(run.workdir, start)
         if meta.get("status") == "early_stopped" or start >= total:
-            ckpts.close()
             return _summary(meta["status"], start, stopper, last_eval)
+    train_step = run.make_train_step(
+        loss_from_config(config, run.info.class_counts_of(config.data.train_split))
+    )
 
-    writer = log_lib.MetricWriter(workdir)
+    writer = log_lib.MetricWriter(run.workdir)
     bar = log_lib.Progress(total, start, int(config.train.batch_size), enabled=progress)
     if start == 0:
         bar.write(
-            f"training {config.model.name}: {state_lib.num_params(state['params']):,} parameters, {total} steps "
-            f"({lengths['steps_per_epoch']} per epoch), {jax.device_count()} device(s), {pcount} process(es)"
+            f"training {config.model.name}: {state_lib.num_params(run.state['params']):,} parameters, "
+            f"{total} steps ({lengths['steps_per_epoch']} per epoch), {jax.device_count()} device(s), "
+            f"{jax.process_count()} process(es)"
         )
     else:
+        for note in run.notes:  # unreadable newer checkpoints the resume skipped (renamed, not deleted)
+            bar.write(note)
         bar.write(f"resuming {config.model.name} from step {start} of {total}")
-
-    saved = {"latest": (start, "resumed") if latest is not None else None, "best": None}
+    saved = {"latest": (start, "resumed") if run.resumed is not None else None, "best": None}
 
     def save(which: str, step: int, status: str) -> None:
         if saved[which] is not None and saved[which][0] == step and status in (saved[which][1], "running"):
             return  # this exact step is on disk already
         meta = {"early_stopping": stopper.to_dict(), "status": status, "last_eval": last_eval, "step": step}
-        ckpts.save(which, step, state, train_iter.get_state(), meta)
+        run.save(which, step, train_iter.get_state(), meta)
         saved[which] = (step, status)
-
-    def run_eval(step: int) -> dict:
-        split = config.data.eval_split
-
-        def make_iter(pass_index: int):
-            return data.eval_iterator(
-                config,
-                split,
-                batch_size=int(config.eval.batch_size),
-                process_index=pidx,
-                process_count=pcount,
-                seed=int(config.seed) + pass_index,
-                augment=False,
-            )
-
-        m, _ = evaluation.evaluate_passes(
-            make_iter,
-            eval_step,
-            state_lib.eval_params(state),
-            state["rest"],
-            passes=1,  # during training one deterministic pass; `evaluate --passes N` does the protocol
-            input_names=input_names,
-            mesh=mesh,
-            num_classes=int(config.model.num_classes),
-            class_names=class_names,
-            lighting_names=lighting_names,
-        )
-        scalars = {"war": m["war"], "uar": m["uar"], "macro_f1": m["macro_f1"]}
-        scalars.update({f"recall/{k}": v for k, v in m["per_class"].items() if v is not None})
-        scalars.update({f"lighting/{k}": v for k, v in (m.get("per_lighting") or {}).items()})
-        writer.scalars(step, split, scalars)
-        if pidx == 0:
-            (workdir / f"eval_{split}.json").write_text(json.dumps({"step": step, **m}, indent=2) + "\n")
-            cm_fig = fig_lib.confusion_figure(
-                np.asarray(m["confusion"]), class_names, f"{split}, step {step}"
-            )
-            writer.figure(step, f"{split}/confusion_matrix", cm_fig)
-            fig_lib.save(cm_fig, workdir / "figures" / "confusion.png")
-            curves = fig_lib.curves_figure(log_lib.read_metrics(workdir), split)
-            writer.figure(step, "train/curves", curves)
-            fig_lib.save(curves, workdir / "figures" / "curves.png")
-        bar.write(
-            f"step {step}: {split} WAR {100 * m['war']:.2f}  UAR {100 * m['uar']:.2f}  F1 {100 * m['macro_f1']:.2f}"
-        )
-        return m
 
     def check(step: int, m_dev: dict, log: bool, clips_s: float) -> None:
         m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
         if not math.isfinite(m["loss"]):
             raise NonFiniteLossError(step, m["loss"])
         if log:
-            writer.scalars(
-                step, "train", {**m, "clips_per_s": clips_s, "epoch": step / lengths["steps_per_epoch"]}
-            )
+            epoch = step / lengths["steps_per_epoch"]
+            writer.scalars(step, "train", {**m, "clips_per_s": clips_s, "epoch": epoch})
 
-    status = "finished"
-    signum = None
-    pending = None  # (step, metrics) of the step before: checked one step late so dispatch stays async
+    status, signum, step = "finished", None, start
+    pending = None  # (step, metrics, log) of the step before: checked one step late so dispatch stays async
     clips_s = 0.0
     try:
         with _StopFlag() as flag:
-            step = start
             while step < total:
                 if flag.signum is not None or (stop_at_step is not None and step >= stop_at_step):
                     if pending:
@@ -305,8 +175,7 @@ def train(
                     signum = flag.signum
                     save("latest", step, status)
                     break
-                batch = next(train_iter)
-                state, m_dev = train_step(state, evaluation.device_batch(batch, input_names, mesh))
+                run.state, m_dev = train_step(run.state, run.device_batch(next(train_iter)))
                 if pending:
                     check(*pending, clips_s)
                 step += 1
@@ -321,7 +190,19 @@ def train(
                     check(*pending, clips_s)
                     pending = None
                 if do_eval:
-                    last_eval = run_eval(step)
+                    # during training one deterministic pass; `evaluate --passes N` does the protocol
+                    split = config.data.eval_split
+                    try:
+                        last_eval, _ = run.evaluate(split, passes=1)
+                    except BaseException:
+                        # the steps since the last save are not lost with the evaluation that failed
+                        save("latest", step, "running")
+                        raise
+                    _write_eval(run, writer, step, split, last_eval)
+                    bar.write(
+                        f"step {step}: {split} WAR {100 * last_eval['war']:.2f}  UAR "
+                        f"{100 * last_eval['uar']:.2f}  F1 {100 * last_eval['macro_f1']:.2f}"
+                    )
                     if stopper.update(last_eval["uar"], step):
                         save("best", step, "best")
                     if stopper.should_stop:
@@ -338,8 +219,6 @@ def train(
     finally:
         bar.close()
         writer.close()
-        ckpts.wait()
-        ckpts.close()
     return _summary(status, int(step), stopper, last_eval, signum)
 
 

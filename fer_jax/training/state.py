@@ -37,21 +37,24 @@ def split_model(model: nnx.Module) -> tuple[ModelDefs, Any, Any]:
     return ModelDefs(g_train, g_eval), params, rest
 
 
+def initial_state(params: Any, rest: Any, tx: optax.GradientTransformation, *, ema: bool) -> dict:
+    """The state dict of step 0 (pure: call it under ``jax.jit``): optimizer state from ``params``, the EMA
+    a copy of them (None without ``ema``)."""
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "rest": rest,
+        "opt_state": tx.init(params),
+        "ema": jax.tree.map(jnp.copy, params) if ema else None,
+    }
+
+
 def create_state(model: nnx.Module, tx: optax.GradientTransformation, *, ema: bool) -> tuple[ModelDefs, dict]:
-    """Builds the initial train state (host or default-device arrays; place it with ``mesh.put_replicated``)."""
+    """Builds the initial train state of an existing model (default-device arrays; ``Run`` builds its
+    replicated state in one jitted function instead, ``run.build_model_and_state``)."""
     defs, params, rest = split_model(model)
-
-    def init(params, rest):
-        return {
-            "step": jnp.zeros((), jnp.int32),
-            "params": params,
-            "rest": rest,
-            "opt_state": tx.init(params),
-            "ema": jax.tree.map(jnp.copy, params) if ema else None,
-        }
-
     # jitted: one compilation instead of one per optimizer-state leaf
-    return defs, jax.jit(init)(params, rest)
+    return defs, jax.jit(lambda p, r: initial_state(p, r, tx, ema=ema))(params, rest)
 
 
 def eval_params(state: dict) -> Any:

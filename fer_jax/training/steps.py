@@ -18,18 +18,10 @@ from jax.sharding import Mesh
 
 from fer_jax.training import ema as ema_lib
 from fer_jax.training import mesh as mesh_lib
+from fer_jax.training.evaluation import BATCH_KEYS
 from fer_jax.training.state import ModelDefs
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # (logits (B, C), labels (B,)) -> (B,)
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-    """Per-example softmax cross-entropy ``(B,)`` (fallback when ``fer_jax.losses`` is absent)."""
-    num_classes = logits.shape[-1]
-    onehot = jax.nn.one_hot(labels, num_classes)
-    if label_smoothing:
-        onehot = onehot * (1 - label_smoothing) + label_smoothing / num_classes
-    return optax.softmax_cross_entropy(logits, onehot)
 
 
 def _masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -99,7 +91,8 @@ def make_train_step(
 
 def make_eval_step(defs: ModelDefs, input_names: Sequence[str]) -> Callable:
     """Returns ``eval_step(params, rest, batch) -> outputs``: ``probs`` (B, C), ``pred`` (B,), the batch's
-    ``label``/``mask``/``lighting``/``index`` passed through, and ``stats/<name>`` for the model's stats."""
+    ``BATCH_KEYS`` (``label``/``mask``/``lighting``/``index``) passed through, and ``stats/<name>`` for
+    the model's stats."""
     input_names = tuple(input_names)
 
     def eval_step(params, rest, batch):
@@ -107,7 +100,7 @@ def make_eval_step(defs: ModelDefs, input_names: Sequence[str]) -> Callable:
         out = model(**{k: batch[k] for k in input_names})
         logits = out["logits"].astype(jnp.float32)
         res = {"probs": jax.nn.softmax(logits, -1), "pred": jnp.argmax(logits, -1).astype(jnp.int32)}
-        for k in ("label", "mask", "lighting", "index"):
+        for k in BATCH_KEYS:
             if k in batch:
                 res[k] = batch[k]
         for k, v in (out.get("stats") or {}).items():
