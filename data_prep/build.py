@@ -9,7 +9,9 @@ The result reads without this code: ``tfds.builder_from_directory(DIR).as_data_s
 Builds are atomic: the work happens in a hidden sibling folder ``.<out>.partial-<pid>`` that is renamed
 to ``--out`` only when complete (with a ``_BUILD_COMPLETE`` marker). A re-run with the same settings
 skips a finished build; an interrupted one leaves no ``--out`` and its leftovers are removed by the next
-run. Bad inputs are skipped (or repaired) with a reason recorded in the manifest.
+run. ``--out`` is never ``--root``, a folder holding it or one inside it, and ``--overwrite`` replaces only
+a build of ours (a folder of other files is never deleted). Bad inputs are skipped (or repaired) with a
+reason recorded in the manifest.
 
 Exit status: 0 built (or already built); 1 nothing built, more than --max-skip of the items skipped, or
 an unreadable layout; 2 bad arguments.
@@ -28,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_jax.data.manifest import COMPLETE_MARKER, MANIFEST_FILE, class_weights, load_manifest, write_manifest
+from fer_jax.cli import one_line
+from fer_jax.data.manifest import COMPLETE_MARKER, MANIFEST_FILE, load_manifest, write_manifest
 from fer_jax.data.schema import LIGHTING_NAMES, features
 from fer_jax.preprocess.video import checksum_files
 
@@ -84,7 +87,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--simulate-events", action="store_true", help="dfew: add simulated event voxel grids")
     p.add_argument("--encoding", default="jpeg", choices=("jpeg", "raw"), help="frame storage (jpeg)")
     p.add_argument("--no-enhance", action="store_true", help="dfew: skip CLAHE / bilateral / unsharp mask")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier build of ours at --out (never other folders)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -173,9 +180,45 @@ def _remove_stale_partials(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _json_dict(path: Path) -> dict | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
 def _looks_like_ours(out: Path) -> bool:
-    names = {p.name for p in out.iterdir()}
-    return bool(names & {MANIFEST_FILE, "dataset_info.json", "features.json"})
+    """Whether ``out`` is a build of ours, finished or not: only such a folder is ever replaced. A file
+    name alone proves nothing (anyone may own a ``features.json``), so the contents are read."""
+    if (out / COMPLETE_MARKER).is_file():
+        return True
+    m = _json_dict(out / MANIFEST_FILE)
+    if m is not None and "preprocessing" in m and "class_names" in m:
+        return True
+    info = _json_dict(out / "dataset_info.json")
+    return info is not None and str(info.get("moduleName", "")).startswith("data_prep.builders")
+
+
+def _check_paths(root: Path, out: Path) -> None:
+    """``UsageError`` unless ``--out`` can be written without touching the raw dataset: never ``--root``,
+    a folder holding it or a folder inside it, and no file where a folder of ``--out``'s path must be."""
+    for p in out.parents:
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                raise UsageError(f"--out {out}: {p} is a file, not a folder")
+            break
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    r, o = root.resolve(), out.resolve()
+    if o == r:
+        raise UsageError(f"--out {out} is the raw dataset (--root); write the shards to another folder")
+    if r.is_relative_to(o):
+        raise UsageError(f"--out {out} contains the raw dataset (--root {root}); choose another folder")
+    if o.is_relative_to(r):
+        raise UsageError(
+            f"--out {out} is inside the raw dataset (--root {root}); write the shards outside it"
+        )
 
 
 def _exit_status(manifest: dict, max_skip: float) -> tuple[int, str]:
@@ -254,7 +297,6 @@ def _manifest(settings, names, plan, results, layout_skips, label_files, root: P
         "dataset": settings["dataset"],
         "class_names": names,
         "class_counts": counts,
-        "class_weights": class_weights(counts["train"]) if "train" in counts else None,
         "num_examples": {s: sum(c) for s, c in counts.items()},
         "preprocessing": settings,
         "sources": {
@@ -298,18 +340,20 @@ def _manifest(settings, names, plan, results, layout_skips, label_files, root: P
 def build(args: argparse.Namespace) -> int:
     settings = _settings(args)
     root, out = Path(args.root), Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    _check_paths(root, out)
     replace_old = False
     if out.is_dir() and (out / COMPLETE_MARKER).exists():
         try:
             old = load_manifest(out)
-        except ValueError:
+        except ValueError as e:
+            # a damaged manifest (truncated copy, older schema): ours, but only replaced on request
+            if not args.overwrite:
+                raise UsageError(
+                    f"--out {out} holds a build of ours that cannot be read ({e}); --overwrite rebuilds it"
+                ) from None
             old = None
-        same = (
-            old is not None
-            and {k: v for k, v in old["preprocessing"].items() if k != "events_used"} == settings
-        )
+        prep = old.get("preprocessing") if old is not None else None
+        same = isinstance(prep, dict) and {k: v for k, v in prep.items() if k != "events_used"} == settings
         if same and not args.overwrite:
             status, why = _exit_status(old, args.max_skip)
             print(f"{out} is already built with these settings; nothing to do (--overwrite rebuilds)")
@@ -322,8 +366,11 @@ def build(args: argparse.Namespace) -> int:
             )
         replace_old = True
     elif out.is_dir() and any(out.iterdir()):
-        if not (args.overwrite or _looks_like_ours(out)):
-            raise UsageError(f"--out {out} is not empty and not a build of ours; use --overwrite")
+        if not _looks_like_ours(out):
+            # --overwrite replaces builds of ours only: never a folder of the user's own files
+            raise UsageError(
+                f"--out {out} is not empty and not a build of ours; choose an empty or new folder"
+            )
         # an unfinished build of ours (no marker): never mixed with new work, started clean
         replace_old = True
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -367,6 +414,9 @@ def build(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     print(_summary(out, manifest, time.perf_counter() - t0))
+    empty = [s for s in ("train", "test") if not manifest["num_examples"].get(s)]
+    if empty:  # trains or evaluates on nothing later: say it now, where the cause is visible
+        print(f"warning: {out} has an empty {' and '.join(empty)} split", file=sys.stderr)
     if why:
         print(f"error: {why}", file=sys.stderr)
     return status
@@ -380,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written to --out", file=sys.stderr)

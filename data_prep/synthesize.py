@@ -7,7 +7,8 @@
 layout and formats in ``data_prep/synth/dfew.py``. ``see``: a single eye with brow and lids under four
 lighting conditions, RGB frames, SEE-style event frames and raw event streams; layout and formats in
 ``data_prep/synth/see.py``. Output is deterministic in ``--seed`` (per clip seeds, so also independent of
-``--workers``). The output directory must be empty or absent unless ``--overwrite``.
+``--workers``). The output directory must be empty or absent; ``--overwrite`` replaces an earlier output
+of this command (it holds ``synthesis.json``), never another folder.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 
 from tqdm import tqdm
+
+from fer_jax.cli import one_line
 
 DEFAULT_CLIPS = {"dfew": 600, "see": 500}
 
@@ -50,7 +53,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--videos", action="store_true", help="dfew: also write Clip/original/<id>.mp4 (mp4v)")
     p.add_argument("--no-raw-events", action="store_true", help="see: skip raw_events/ (the largest part)")
-    p.add_argument("--overwrite", action="store_true", help="delete a non-empty --out first")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier output of this command at --out"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -130,14 +135,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
+    if args.seed < 0:  # numpy seeds are non-negative; caught here, before --out is created
+        print(f"error: --seed must be >= 0, got {args.seed}", file=sys.stderr)
+        return 2
     if out.exists() and not out.is_dir():
         print(f"error: --out {out} exists and is not a directory", file=sys.stderr)
         return 2
+    blocker = next((q for q in out.parents if q.exists() and not q.is_dir()), None)
+    if blocker is not None:  # else mkdir fails with a bare "Not a directory" naming --out, not the file
+        print(f"error: --out {out}: {blocker} is a file, not a folder", file=sys.stderr)
+        return 2
     if out.is_dir() and any(out.iterdir()):
+        # --overwrite replaces only an earlier output of ours (synthesis.json), never a user's folder
+        if not (out / "synthesis.json").is_file():
+            msg = f"--out {out} is not empty and not a synthetic dataset of ours (no synthesis.json)"
+            print(f"error: {msg}; choose another folder", file=sys.stderr)
+            return 2
         if not args.overwrite:
             print(f"error: --out {out} is not empty (use --overwrite to replace it)", file=sys.stderr)
             return 2
         shutil.rmtree(out)
+    if args.kind == "see":
+        from data_prep.synth import see as see_plan
+
+        # SEE draws its test sequences per emotion x lighting group: a few dozen leave the test split empty
+        n = DEFAULT_CLIPS["see"] if args.clips is None else args.clips
+        if not any(it["subset"] == "testing" for it in see_plan.plan_sequences(n, args.seed)):
+            print(f"warning: --clips {n} gives an empty SEE test split; use more clips", file=sys.stderr)
     t0 = time.perf_counter()
     try:
         synthesize(
@@ -146,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             median_frames=args.median_frames,
         )  # fmt: skip
     except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {args.kind} to {out}: {size / 2**20:.1f} MiB in {time.perf_counter() - t0:.1f} s")

@@ -16,10 +16,10 @@ from data_prep import build
 from fer_jax.data.manifest import load_manifest
 
 
-def _frames_dir(d: Path, n: int, value: int) -> None:
+def _frames_dir(d: Path, n: int, value: int, hw: tuple[int, int] = (32, 32)) -> None:
     d.mkdir(parents=True)
     for i in range(1, n + 1):
-        cv2.imwrite(str(d / f"{i}.jpg"), np.full((32, 32, 3), (value + 3 * i) % 256, np.uint8))
+        cv2.imwrite(str(d / f"{i}.jpg"), np.full((*hw, 3), (value + 3 * i) % 256, np.uint8))
 
 
 def _csv(path: Path, rows: list[list]) -> None:
@@ -142,6 +142,12 @@ def test_clip_in_both_splits_is_kept_in_test_only(tmp_path):
         (["--landmarks", "bogus"], "--landmarks"),
         (["--workers", "0"], "--workers"),
         (["--max-skip", "2"], "--max-skip"),
+        (["--max-skip", "nan"], "--max-skip"),
+        (["--size", "0"], "--size"),
+        (["--size", "-5"], "--size"),
+        (["--workers", "-1"], "--workers"),
+        (["--bins", "0"], "--bins"),
+        (["--frames", "-1"], "--frames"),
     ],
 )
 def test_bad_arguments_exit_two(tmp_path, capsys, args, message):
@@ -149,6 +155,7 @@ def test_bad_arguments_exit_two(tmp_path, capsys, args, message):
     assert _run(root, tmp_path / "out", *args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_cli_reports_one_line_without_traceback(tmp_path):

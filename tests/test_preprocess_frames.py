@@ -106,3 +106,18 @@ def test_bad_inputs_raise_one_line_value_errors(tmp_path):
         assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="unreadable image"):
         decode_image(b"\x00" * 100, "x.jpg")
+
+
+def test_frame_folder_entry_that_is_not_a_file_is_refused(tmp_path):
+    """A dangling link or a folder named like a frame would silently shorten the clip: refused by name."""
+    img = np.zeros((8, 8, 3), np.uint8)
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), img)
+    assert len(read_frames(tmp_path)) == 3
+    (tmp_path / "3.jpg").symlink_to(tmp_path / "missing.jpg")
+    with pytest.raises(ValueError, match="3.jpg is a dangling link"):
+        read_frames(tmp_path)
+    (tmp_path / "3.jpg").unlink()
+    (tmp_path / "4.jpg").mkdir()
+    with pytest.raises(ValueError, match="4.jpg is not a file"):
+        read_frames(tmp_path)

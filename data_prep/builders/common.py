@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -100,6 +101,15 @@ def _worker_init() -> None:
     # one OpenCV thread per worker: the workers already use every core
     cv2.setNumThreads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, symlinks followed, lies inside ``root``: a name read from a label file or a folder
+    listing (``../..``, an absolute path, a symlink) must never make a build read outside the dataset."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return False
 
 
 def dedupe_keys(keys: Iterable[str]) -> set[str]:

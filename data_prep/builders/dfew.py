@@ -5,23 +5,21 @@ Layout (REFERENCES.md): ``Clip/clip_224x224/<id>/<n>.jpg`` frame folders (natura
 ``EmoLabel_DataSplit/{train,test}(single-labeled)/set_<k>.csv`` (``video_name,label``, labels 1-based),
 optional ``landmarks/<id>.npy`` ``(n, 68, 2)`` pixel landmarks of the source frames.
 
-CSV problems (malformed rows, labels out of range, duplicates, rows pointing to missing clips, a clip in
-both splits) become skip records here; problems with a clip's pixels become skips in ``process``.
+CSV problems (malformed rows, labels that are not whole numbers in 1..7, duplicates, rows pointing to
+missing clips or outside the root, a clip in both splits) become skip records here; problems with a
+clip's pixels become skips in ``process``.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
+import math
 from pathlib import Path
 
-import numpy as np
-
-from data_prep.builders.common import Item, Result, Skip
-from fer_jax.data.schema import DFEW_CLASS_NAMES, encode_frames
-from fer_jax.preprocess.clip import prepare_face_clip
-from fer_jax.preprocess.landmarks import LBFLandmarker, load_landmark_file
+from data_prep.builders.common import Item, Result, Skip, inside
+from fer_jax.data.constants import DFEW_CLASS_NAMES
+from fer_jax.preprocess.clip import FaceRecordSettings, face_landmarks, make_face_record
 from fer_jax.preprocess.video import read_frames
 
 SOURCES = ("auto", "frames", "video", "frames16")
@@ -30,19 +28,8 @@ _VIDEO_DIR = "Clip/original"
 _VIDEO_EXT = (".mp4", ".avi", ".MP4", ".AVI")
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Per-clip preprocessing settings (recorded in the manifest)."""
-
-    frames: int = 16
-    size: int = 112
-    encoding: str = "jpeg"
-    landmarks: str = "template"  # none | template | file:DIR | lbf:MODEL
-    align: str = "detector"  # detector | landmarks (needs file: or lbf: landmarks)
-    enhance: bool = True
-    simulate_events: bool = False
-    bins: int = 3
-    fps: float = 25.0
+# the per-clip settings (recorded in the manifest) have one home, shared with predict
+Settings = FaceRecordSettings
 
 
 def split_csvs(root: Path, fold: int) -> dict[str, Path]:
@@ -85,10 +72,41 @@ def find_clip(root: Path, name: str, source: str) -> tuple[str, Path] | None:
     return None
 
 
+def _parse_label(text: str) -> int:
+    """A CSV label as an int; ``ValueError`` naming why for anything that is not a whole finite number
+    (``2.7`` must never become class 2, ``inf`` / ``nan`` must never reach ``int``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"label {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"label {text!r} is not a finite number")
+    if value != int(value):
+        raise ValueError(f"label {text!r} is not a whole number")
+    return int(value)
+
+
+def _read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """``(line number, row)`` of a split file without its header; a file that does not parse as CSV text
+    is a one-line ``ValueError`` naming it (another encoding, a field over the csv module's limit)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"unreadable split file {path}: {str(e).splitlines()[0]}") from None
+    if not rows:
+        raise ValueError(f"empty split file {path}")
+    has_header = [h.strip().lower() for h in rows[0][:2]] == ["video_name", "label"]
+    return [(i, row) for i, row in enumerate(rows, start=1) if not (has_header and i == 1)]
+
+
 def read_layout(root: Path, fold: int, source: str = "auto", landmarks: str = "template"):
     """Items of both splits of fold ``fold`` and the skip records of the CSVs.
 
     Returns ``(items, skipped, label_files)`` with ``items`` ``{"train": [Item], "test": [Item]}``.
+    Rows whose name resolves outside ``root`` (``..``, an absolute path, a symlink leading out) are
+    skipped with that reason; so are two rows that name the same clip (``1`` and ``00001``) with
+    different labels (the same label: the first is kept, the repeat recorded as a repair).
     """
     csvs = split_csvs(root, fold)
     lm_dir = Path(landmarks.split(":", 1)[1]) if landmarks.startswith("file:") else None
@@ -98,33 +116,25 @@ def read_layout(root: Path, fold: int, source: str = "auto", landmarks: str = "t
     skipped: list[Skip] = []
     for split, path in csvs.items():
         rows: dict[str, list[tuple[int, str]]] = {}
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"empty split file {path}")
-            if [h.strip().lower() for h in header[:2]] != ["video_name", "label"]:
-                # no header: the first line is data
-                f.seek(0)
-                reader = csv.reader(f)
-            for line_no, row in enumerate(reader, start=2 if header else 1):
-                where = f"{path.parent.name}/{path.name}:{line_no}"
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) < 2 or not row[0].strip():
-                    skipped.append(Skip(where, f"malformed row {row!r}"))
-                    continue
-                name, lab = row[0].strip(), row[1].strip()
-                try:
-                    label = int(float(lab))
-                except ValueError:
-                    skipped.append(Skip(f"{split}/{name}", f"label {lab!r} is not a number ({where})"))
-                    continue
-                if not 1 <= label <= 7:
-                    skipped.append(Skip(f"{split}/{name}", f"label {label} out of range 1..7 ({where})"))
-                    continue
-                rows.setdefault(name, []).append((label, where))
-        split_items = []
+        for line_no, row in _read_csv_rows(path):
+            where = f"{path.parent.name}/{path.name}:{line_no}"
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) < 2 or not row[0].strip():
+                skipped.append(Skip(where, f"malformed row {row!r}"))
+                continue
+            name, lab = row[0].strip(), row[1].strip()
+            try:
+                label = _parse_label(lab)
+            except ValueError as e:
+                skipped.append(Skip(f"{split}/{name}", f"{e} ({where})"))
+                continue
+            if not 1 <= label <= 7:
+                skipped.append(Skip(f"{split}/{name}", f"label {label} out of range 1..7 ({where})"))
+                continue
+            rows.setdefault(name, []).append((label, where))
+        # rows grouped by the clip they resolve to: "1" and "00001" are one clip, one record id
+        by_key: dict[str, list[tuple[str, int, str, dict[str, str]]]] = {}
         for name, entries in rows.items():
             labels = {lab for lab, _ in entries}
             if len(labels) > 1:
@@ -141,14 +151,44 @@ def read_layout(root: Path, fold: int, source: str = "auto", landmarks: str = "t
                 skipped.append(Skip(f"{split}/{name}", f"no clip folder or video for {name!r}"))
                 continue
             kind, clip_path = found
+            if not inside(root, clip_path):
+                skipped.append(
+                    Skip(
+                        f"{split}/{name}", f"clip {name!r} resolves outside --root ({entries[0][1]}); refused"
+                    )
+                )
+                continue
             paths = {kind: str(clip_path)}
             if lm_dir is not None:
                 for cand in _name_candidates(name):
-                    if (lm_dir / f"{cand}.npy").is_file():
-                        paths["landmarks"] = str(lm_dir / f"{cand}.npy")
+                    p = lm_dir / f"{cand}.npy"
+                    if p.is_file() and inside(lm_dir, p):
+                        paths["landmarks"] = str(p)
                         break
-            split_items.append(Item(split, clip_path.stem if kind == "video" else clip_path.name,
-                                    entries[0][0] - 1, paths))  # fmt: skip
+            key = clip_path.stem if kind == "video" else clip_path.name
+            by_key.setdefault(key, []).append((name, entries[0][0], entries[0][1], paths))
+        split_items = []
+        for key, entries in by_key.items():
+            labels = {lab for _, lab, _, _ in entries}
+            if len(labels) > 1:
+                rows_ = ", ".join(w for _, _, w, _ in entries)
+                skipped.append(
+                    Skip(
+                        f"{split}/{key}",
+                        f"rows {rows_} name this clip with conflicting labels {sorted(labels)}",
+                    )
+                )
+                continue
+            for name, _, where, _ in entries[1:]:
+                skipped.append(
+                    Skip(
+                        f"{split}/{key}",
+                        f"row {where} ({name!r}) repeats clip {key}; kept the first",
+                        repaired=True,
+                    )
+                )
+            _, label, _, paths = entries[0]
+            split_items.append(Item(split, key, label - 1, paths))
         items[split] = split_items
     test_keys = {it.key for it in items["test"]}
     leaked = [it for it in items["train"] if it.key in test_keys]
@@ -158,82 +198,17 @@ def read_layout(root: Path, fold: int, source: str = "auto", landmarks: str = "t
     return items, skipped, list(csvs.values())
 
 
-_LBF: dict[str, LBFLandmarker] = {}
-
-
 def process(item: Item, settings: Settings) -> Result:
     """Reads, aligns and encodes one clip (runs in a worker process)."""
     h = hashlib.sha1()
     src = item.paths.get("frames") or item.paths.get("video")
-    mode = settings.landmarks
-    need_all = settings.simulate_events or mode.startswith(("file:", "lbf:"))
+    need_all = settings.simulate_events or settings.per_frame_landmarks
     # without per-frame side information only the T sampled frames need decoding
     frames = read_frames(src, num_frames=None if need_all else settings.frames, hasher=h)
-    notes: list[str] = []
-    lms = None
-    if mode.startswith("file:"):
-        lm_path = item.paths.get("landmarks")
-        if lm_path is None:
-            notes.append("no landmark file; used the template")
-        else:
-            try:
-                lms = load_landmark_file(lm_path, num_frames=len(frames))
-            except ValueError as e:
-                notes.append(f"{e}; used the template")
-    elif mode.startswith("lbf:"):
-        model = mode.split(":", 1)[1]
-        if model not in _LBF:
-            _LBF[model] = LBFLandmarker(model)
-        lms = _lbf_landmarks(_LBF[model], frames)
-        if lms is None:
-            notes.append("LBF found no face; used the template")
-    out = prepare_face_clip(
-        frames,
-        num_frames=settings.frames,
-        size=settings.size,
-        landmarks=lms,
-        enhance=settings.enhance,
-        align=settings.align if lms is not None else "detector",
-        event_bins=settings.bins if settings.simulate_events else 0,
-        fps=settings.fps,
-    )
-    example = {
-        "frames": encode_frames(out["frames"], settings.encoding),
-        "face_found": out["face_found"],
-        "label": item.label,
-        "id": item.key,
-    }
-    if mode != "none":
-        example["landmarks"] = out["landmarks"]
-    stats = {"frames_face_found": float(out["face_found"].sum()), "frames": float(len(out["face_found"]))}
-    if settings.simulate_events:
-        ev = out["event"]
-        example["event"] = ev.astype(np.float16)
-        stats.update(ev_sum=float(ev.sum()), ev_sumsq=float((ev.astype(np.float64) ** 2).sum()), ev_n=ev.size)
+    lms, notes = face_landmarks(frames, settings, landmark_file=item.paths.get("landmarks"))
+    stats: dict[str, float] = {}
+    example = make_face_record(frames, settings, landmarks=lms, label=item.label, id=item.key, stats=stats)
     return Result(item.split, item.key, example=example, checksum=h.hexdigest(), notes=notes, stats=stats)
-
-
-def _lbf_landmarks(lbf: LBFLandmarker, frames: list[np.ndarray]) -> np.ndarray | None:
-    from fer_jax.preprocess.clip import default_detector
-    from fer_jax.preprocess.face import fit_face
-
-    det = default_detector()
-    out, last = [], None
-    for f in frames:
-        fit = fit_face(f, det)
-        pts = None
-        if fit is not None:
-            s = fit.side
-            box = (int(fit.center[0] - s / 2), int(fit.center[1] - s / 2), int(s), int(s))
-            pts = lbf(f, box)
-        if pts is None:
-            pts = last
-        out.append(pts)
-        last = pts if pts is not None else last
-    if all(p is None for p in out):
-        return None
-    first = next(p for p in out if p is not None)
-    return np.stack([first if p is None else p for p in out]).astype(np.float32)
 
 
 def class_names() -> tuple[str, ...]:

@@ -13,17 +13,16 @@ lighting (``normal``, ``Overexposed``, ``Low``, ``HDR``).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.builders.common import Item, Result, Skip
-from fer_jax.data.schema import LIGHTING_NAMES, SEE_CLASS_NAMES, encode_frames
+from data_prep.builders.common import Item, Result, Skip, inside
+from fer_jax.data.constants import LIGHTING_NAMES, SEE_CLASS_NAMES, SEE_SENSOR_HW
 from fer_jax.preprocess import events as ev
-from fer_jax.preprocess.clip import event_voxel_clip, prepare_eye_clip
+from fer_jax.preprocess.clip import EyeRecordSettings, RawEvents, make_eye_record
 from fer_jax.preprocess.video import read_frames
 
 EVENT_SOURCES = ("auto", "frames", "raw")
@@ -34,17 +33,11 @@ _ALIASES = {
 }  # fmt: skip
 _SUBSETS = {"training": "train", "train": "train", "testing": "test", "test": "test", "validation": "test"}
 _RAW_EXT = (".npy", ".npz", ".h5", ".hdf5", ".txt", ".csv")
-SENSOR_HW = (260, 346)  # DAVIS346
+SENSOR_HW = SEE_SENSOR_HW  # DAVIS346
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    frames: int = 16  # K stored per sequence (0: all); the pipeline samples m of them
-    size: int = 100
-    encoding: str = "jpeg"
-    events: str = "frames"  # frames | raw (decided from the layout when --events auto)
-    bins: int = 3
-    fps: float = 30.0
+# the per-sequence settings have one home, shared with predict
+Settings = EyeRecordSettings
 
 
 def canonical_emotion(name: str) -> str | None:
@@ -68,17 +61,36 @@ def lighting_of(seq: str) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def _folders(base: Path) -> dict[str, Path]:
-    """``{seq_name: folder}`` over ``base/<emotion>/<seq>``; emotion folder names in any case."""
-    out = {}
+def _folders(base: Path, dups: set[str] | None = None) -> dict[str, Path]:
+    """``{seq_name: folder}`` over ``base/<emotion>/<seq>``; emotion folder names in any case. A name
+    found under two emotion folders goes into ``dups`` (which folder is right cannot be told)."""
+    out: dict[str, Path] = {}
     if not base.is_dir():
         return out
-    for emo in base.iterdir():
+    for emo in sorted(base.iterdir()):
         if emo.is_dir():
-            for seq in emo.iterdir():
+            for seq in sorted(emo.iterdir()):
                 if seq.is_dir():
-                    out[seq.name] = seq
+                    if seq.name in out and dups is not None:
+                        dups.add(seq.name)
+                    out.setdefault(seq.name, seq)
     return out
+
+
+class _JsonObject(dict):
+    """A JSON object that remembers the keys it held more than once (``json`` keeps the last silently)."""
+
+    repeated: dict[str, list]
+
+
+def _json_object(pairs: list[tuple[str, object]]) -> _JsonObject:
+    obj = _JsonObject()
+    obj.repeated = {}
+    for k, v in pairs:
+        if k in obj:
+            obj.repeated.setdefault(k, [obj[k]]).append(v)
+        obj[k] = v
+    return obj
 
 
 def _raw_event_files(base: Path) -> dict[str, Path]:
@@ -88,6 +100,18 @@ def _raw_event_files(base: Path) -> dict[str, Path]:
             if p.suffix.lower() in _RAW_EXT and not p.stem.endswith(("_frame_times", ".times", "_times")):
                 out.setdefault(p.stem, p)
     return out
+
+
+def _labels_usable(split_file: dict) -> bool:
+    """Whether emotion.json's ``labels`` (when given) names the 7 classes once each: integer labels index
+    into it, so with a malformed list they cannot be read."""
+    labels = split_file.get("labels")
+    if labels is None or labels == []:
+        return True
+    if not isinstance(labels, list):
+        return False
+    canon = [canonical_emotion(x) for x in labels]
+    return len(canon) == 7 and None not in canon and len(set(canon)) == 7
 
 
 def class_order(split_file: dict) -> tuple[str, ...]:
@@ -101,28 +125,42 @@ def class_order(split_file: dict) -> tuple[str, ...]:
 
 
 def read_layout(root: Path, events: str = "auto"):
-    """Items per split, skip records, the label files, the class names and the event source used."""
+    """Items per split, skip records, the label files, the class names and the event source used.
+
+    Skipped with their reason: a sequence listed twice in emotion.json with different entries, found
+    under two emotion folders, or whose folder / event file resolves outside ``root`` (a symlink)."""
     base = find_root(root)
     split_path = next((p for p in (base / "emotion.json", root / "emotion.json") if p.is_file()), None)
     if split_path is None:
         raise ValueError(f"no emotion.json in {base}")
     try:
         with open(split_path, encoding="utf-8") as f:
-            spec = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            spec = json.load(f, object_pairs_hook=_json_object)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"malformed {split_path}: {str(e).splitlines()[0]}") from e
     if not isinstance(spec, dict) or not isinstance(spec.get("database"), dict):
         raise ValueError(f"malformed {split_path}: no 'database' object")
     names = class_order(spec)
-    frame_dirs = _folders(base / "frame") or _folders(base / "frames")
-    event_dirs = _folders(base / "event") or _folders(base / "events")
+    int_labels_ok = _labels_usable(spec)
+    dup_folders: set[str] = set()
+    frame_dirs = _folders(base / "frame", dup_folders) or _folders(base / "frames", dup_folders)
+    event_dirs = _folders(base / "event", dup_folders) or _folders(base / "events", dup_folders)
     raw_files = _raw_event_files(base / "raw_events")
+    repeated = getattr(spec["database"], "repeated", {})
     if events == "auto":
         events = "frames" if event_dirs else ("raw" if raw_files else "frames")
     skipped: list[Skip] = []
     items: dict[str, list[Item]] = {"train": [], "test": []}
     for seq, entry in spec["database"].items():
         where = f"emotion.json/{seq}"
+        if seq in repeated:
+            if any(e != entry for e in repeated[seq]):
+                skipped.append(Skip(where, f"listed {len(repeated[seq])} times with different entries"))
+                continue
+            skipped.append(Skip(where, f"listed {len(repeated[seq])} times; kept one", repaired=True))
+        if seq in dup_folders:
+            skipped.append(Skip(where, "sequence folder found under more than one emotion folder"))
+            continue
         if not isinstance(entry, dict):
             skipped.append(Skip(where, "entry is not an object"))
             continue
@@ -133,6 +171,9 @@ def read_layout(root: Path, events: str = "auto"):
         ann = entry.get("annotations")
         raw_label = ann.get("label") if isinstance(ann, dict) else None
         if isinstance(raw_label, int) and not isinstance(raw_label, bool):
+            if not int_labels_ok:
+                skipped.append(Skip(where, "integer label but emotion.json's 'labels' is not the 7 emotions"))
+                continue
             emo = names[raw_label] if 0 <= raw_label < len(names) else None
         else:
             emo = canonical_emotion(raw_label) if isinstance(raw_label, str) else None
@@ -163,6 +204,10 @@ def read_layout(root: Path, events: str = "auto"):
                 skipped.append(Skip(where, "no raw event file for this sequence"))
                 continue
             paths["raw_events"] = str(raw_files[seq])
+        outside = [role for role, p in paths.items() if not inside(root, Path(p))]
+        if outside:
+            skipped.append(Skip(where, f"{' and '.join(outside)} path resolves outside --root; refused"))
+            continue
         items[split].append(
             Item(split, seq, names.index(emo), paths, {"lighting": LIGHTING_NAMES.index(light)})
         )
@@ -207,13 +252,14 @@ def process(item: Item, settings: Settings) -> Result:
     notes: list[str] = []
     stats: dict[str, float] = {}
     if "event" in item.paths:
-        evf = read_frames(item.paths["event"], hasher=h)
-        if len(evf) != len(rgb):
+        event = read_frames(item.paths["event"], hasher=h)
+        if event and rgb and event[0].shape[:2] != rgb[0].shape[:2]:  # each resized to size x size on its own
+            (eh, ew), (rh, rw) = event[0].shape[:2], rgb[0].shape[:2]
+            notes.append(f"event frames are {ew}x{eh}, RGB frames {rw}x{rh}; both stretched to the same side")
+        if len(event) != len(rgb):
             notes.append(
-                f"{len(rgb)} RGB frames but {len(evf)} event frames; used the first {min(len(rgb), len(evf))}"
+                f"{len(rgb)} RGB frames but {len(event)} event frames; used the first {min(len(rgb), len(event))}"
             )
-        out = prepare_eye_clip(rgb, evf, size=settings.size, num_frames=settings.frames)
-        event = encode_frames(out["event"], settings.encoding)
     else:
         raw = Path(item.paths["raw_events"])
         h.update(raw.read_bytes())
@@ -231,20 +277,7 @@ def process(item: Item, settings: Settings) -> Result:
             notes.append(note)
         if len(times) != len(rgb):
             raise ValueError(f"{len(times)} frame times for {len(rgb)} frames in {raw.name}")
-        out = prepare_eye_clip(rgb, None, size=settings.size, num_frames=settings.frames)
-        grids = event_voxel_clip(
-            events, times, out["indices"], bins=settings.bins, height=height, width=width, size=settings.size
-        )
-        event = grids.astype(np.float16)
-        stats.update(
-            ev_sum=float(grids.sum()), ev_sumsq=float((grids.astype(np.float64) ** 2).sum()), ev_n=grids.size
-        )
-    example = {
-        "rgb": encode_frames(out["rgb"], settings.encoding),
-        "event": event,
-        "label": item.label,
-        "lighting": item.extra["lighting"],
-        "id": item.key,
-        "num_source_frames": np.int32(len(rgb)),
-    }
+        event = RawEvents(events, times, height, width)
+    example = make_eye_record(rgb, event, settings, label=item.label, lighting=item.extra["lighting"],
+                              id=item.key, stats=stats)  # fmt: skip
     return Result(item.split, item.key, example=example, checksum=h.hexdigest(), notes=notes, stats=stats)

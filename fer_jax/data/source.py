@@ -12,6 +12,8 @@ import os
 import threading
 from typing import Any
 
+from fer_jax.data.safety import check_feature_classes
+
 
 class ShardSource:
     """``len(source)`` examples of one split; ``source[i]`` is the record as a dict of numpy values."""
@@ -28,6 +30,7 @@ class ShardSource:
             if self._ds is None:
                 import tensorflow_datasets as tfds
 
+                check_feature_classes(self.data_dir)  # TFDS imports what features.json names
                 builder = tfds.builder_from_directory(self.data_dir)
                 if self.split not in builder.info.splits:
                     raise ValueError(

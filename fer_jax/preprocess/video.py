@@ -18,13 +18,20 @@ from fer_jax.preprocess.frames import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natura
 
 
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files of a frame folder in natural order (hidden files ignored)."""
+    """Image files of a frame folder in natural order (hidden files ignored).
+
+    An entry named like a frame that is not a readable file (a dangling link, a folder named ``3.jpg``)
+    raises ``ValueError`` naming it: dropping it would silently shorten the clip.
+    """
     folder = Path(folder)
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    ]
+    files = []
+    for p in folder.iterdir():
+        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if not p.is_file():
+            what = "a dangling link" if p.is_symlink() and not p.exists() else "not a file"
+            raise ValueError(f"frame {p} is {what}")
+        files.append(p)
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
