@@ -30,7 +30,13 @@ def test_quickstart_executes(tmp_path):
     from nbclient import NotebookClient
 
     nb = nbformat.read(ROOT / "colab" / "quickstart.ipynb", as_version=4)
-    env = {"FER_JAX_QUICKSTART_TINY": "1", "FER_JAX_QUICKSTART_DIR": str(tmp_path / "qs")}
+    env = {
+        "FER_JAX_QUICKSTART_TINY": "1",
+        "FER_JAX_QUICKSTART_DIR": str(tmp_path / "qs"),
+        # the kernel and the interpret subprocesses share compiled programs (the eval step compiles once)
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
