@@ -47,6 +47,9 @@ def evaluate(
     verbose: bool = False,
 ) -> dict[str, Any]:
     """Evaluates a checkpoint of the run in ``workdir``; returns (and writes) the metrics dict."""
+    for name, value in (("batch_size", batch_size), ("passes", passes)):
+        if value is not None and int(value) < 1:  # 0 must not silently mean "the config's value"
+            raise ValueError(f"{name} must be >= 1, got {value}")
     workdir = Path(workdir)
     run = Run.restore(workdir, str(checkpoint), data=data)
     config = run.config
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.passes is not None and args.passes < 1:
         parser.exit(EXIT_USAGE, "error: --passes must be >= 1\n")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.exit(EXIT_USAGE, "error: --batch-size must be >= 1\n")
     if args.out and len(args.workdir) > 1:
         parser.exit(EXIT_USAGE, "error: --out takes one --workdir\n")
     # several runs in one process: the imports and the XLA client start once

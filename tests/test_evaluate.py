@@ -47,14 +47,18 @@ def test_train_help_exits_zero(capsys):
     assert e.value.code == 0 and "--workdir" in capsys.readouterr().out
 
 
-def test_evaluate_rejects_bad_passes(capsys):
+@pytest.mark.parametrize("flag", ["--passes", "--batch-size"])
+def test_evaluate_rejects_zero_passes_and_batch_size(capsys, flag):
+    """0 must be refused, not silently read as "the config's value"."""
     from fer_jax import evaluate
 
     with pytest.raises(SystemExit) as e:
-        evaluate.main(["--workdir", ".", "--passes", "0"])
+        evaluate.main(["--workdir", ".", flag, "0"])
     assert e.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
-        "error: --passes must be >= 1"
+        f"error: {flag} must be >= 1"
     ]
+    with pytest.raises(ValueError, match="must be >= 1, got 0"):
+        evaluate.evaluate(".", **{flag.strip("-").replace("-", "_"): 0})
 
 
 def test_evaluate_missing_workdir_is_one_line(tmp_path, capsys):

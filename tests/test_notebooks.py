@@ -1,5 +1,6 @@
 """The Colab notebooks cannot rot: all validate, and the quickstart executes end to end (tiny settings)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -58,4 +59,17 @@ def test_quickstart_executes(tmp_path):
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
     assert "WAR" in outputs and "UAR" in outputs
-    assert (tmp_path / "qs" / "mambafer" / "eval").is_dir()
+    qs = tmp_path / "qs"
+    # the notebook is the end-to-end run of the demo_dfew and demo_see configs at their own sizes (the
+    # smoke tests of tests/test_train_smoke.py cover the other configs): check what each step wrote
+    for run in ("mambafer", "mco_e_net"):
+        metrics = json.loads(next((qs / run / "eval").glob("*/metrics.json")).read_text())
+        assert 0.0 <= metrics["uar"] <= 1.0 and sum(map(sum, metrics["confusion"])) == metrics["num_examples"]
+        rows = (next((qs / run / "eval").glob("*/predictions.jsonl"))).read_text().splitlines()
+        assert len(rows) == metrics["num_examples"]
+    interp = qs / "mambafer" / "interpret" / "test"
+    for f in ("gradcam_0.png", "au_0.png", "au_by_class.png", "au.json"):
+        assert (interp / f).exists(), f
+    saved = json.loads((interp / "au.json").read_text())
+    assert set(saved["clips"]) == {"0"} and "AU12" in saved["clips"]["0"]["au"]
+    assert list((qs / "mco_e_net" / "interpret").rglob("expert_usage*.png"))
