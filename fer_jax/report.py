@@ -141,6 +141,20 @@ def build_report(
         if m.get("per_lighting"):
             entry["per_lighting"] = m["per_lighting"]
         summary["models"][name] = entry
+    for t in targets:  # a target naming a run or metric that does not exist is a typo, not a miss
+        if t.run not in metrics:
+            raise ValueError(f"--target {t.run}.{t.metric}: no run {t.run!r}; runs: {', '.join(metrics)}")
+        if _lookup(metrics[t.run], t.metric) is None:
+            scalars = sorted(k for k, v in metrics[t.run].items() if isinstance(v, int | float))
+            raise ValueError(
+                f"--target {t.run}.{t.metric}: no metric {t.metric!r}; e.g. {', '.join(scalars)}"
+            )
+    for a, b, _cond, _ in lighting_comparisons:
+        for name in (a, b):
+            if name not in metrics:
+                raise ValueError(
+                    f"lighting comparison {a} - {b}: no run {name!r}; runs: {', '.join(metrics)}"
+                )
     for t in targets:
         value = _lookup(metrics.get(t.run, {}), t.metric)
         summary["targets"].append(

@@ -34,6 +34,11 @@ def _parse(argv: list[str]) -> list[str]:
         sys.exit(EXIT_USAGE)
 
 
+def _interrupted_at_start() -> int:
+    print("interrupted during start-up, before the first step: no checkpoint was written", file=sys.stderr)
+    return 128 + signal.SIGINT
+
+
 def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)  # absl would print JAX's backend probing at INFO on stderr
     if len(argv) > 1:
@@ -51,10 +56,14 @@ def main(argv: list[str]) -> int:
     if config is None or not _WORKDIR.value:
         print("error: --config and --workdir are required (see --help)", file=sys.stderr)
         return EXIT_USAGE
-    from fer_jax.training.loop import NonFiniteLossError, train
-
+    try:
+        from fer_jax.training.loop import NonFiniteLossError, train
+    except KeyboardInterrupt:
+        return _interrupted_at_start()
     try:
         summary = train(config, _WORKDIR.value, progress=not _NO_PROGRESS.value)
+    except KeyboardInterrupt:  # Ctrl-C before the loop's own handler (which saves a checkpoint) is up
+        return _interrupted_at_start()
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -75,3 +75,21 @@ def test_time_limit_is_a_measured_target(tmp_path, elapsed_s, met):
     )
     assert ("**no**" in (tmp_path / "r.md").read_text()) is not met
     assert ("MISSED" in report.format_summary(s)) is not met
+
+
+@pytest.mark.parametrize(
+    "target, words",
+    [
+        ("both.uarr>=0.8", "no metric 'uarr'"),
+        ("bothh.uar>=0.8", "no run 'bothh'"),
+        ("both.per_class.sadd>=0.5", "no metric"),
+    ],
+)
+def test_target_with_a_typo_is_refused_not_reported_missed(tmp_path, capsys, target, words):
+    a = _run(tmp_path, "both", 0.9, 0.88)
+    with pytest.raises(ValueError, match=words):
+        report.build_report({"both": a}, out=tmp_path / "r.md", targets=[report.Target.parse(target)])
+    assert not (tmp_path / "r.md").exists()
+    rc = report.main(["--out", str(tmp_path / "r.md"), "--run", f"both={a}", "--target", target])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and words in err and "\n" not in err

@@ -218,3 +218,21 @@ def test_corrupted_latest_checkpoint_resumes_from_the_previous_one(tmp_path, cap
     assert "checkpoint step 4 is unreadable" in out.out + out.err and "using step 2" in out.out + out.err
     assert (tmp_path / "checkpoints" / "latest" / "4.unreadable").is_dir()  # kept for the user, renamed
     assert Run.restore(tmp_path, "latest").step == 8
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    """Ctrl-C before the loop's signal handler is installed (data reading, compilation): no traceback."""
+    from fer_jax import train as train_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "train", interrupted)
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(train_cli, "_CONFIG", SimpleNamespace(value=support.tiny_config()))
+    monkeypatch.setattr(train_cli, "_WORKDIR", SimpleNamespace(value=str(tmp_path)))
+    monkeypatch.setattr(train_cli, "_NO_PROGRESS", SimpleNamespace(value=True))
+    assert train_cli.main(["train"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted during start-up, before the first step: no checkpoint was written"]

@@ -202,11 +202,7 @@ class MCOENet(nnx.Module):
             mco_mamba.MCOMamba(
                 d_model,
                 modalities=self.modalities,
-                mode=mj.mode,
-                params=mj.params,
-                source=mj.source,
-                tied=mj.tied,
-                bias=mj.bias,
+                **dataclasses.asdict(mj),  # mode, params, source, tied, bias: MCOMamba's own names
                 residual=cfg.mamba_residual,
                 d_state=cfg.d_state,
                 expand=cfg.expand,
@@ -219,13 +215,7 @@ class MCOENet(nnx.Module):
         )
         two = len(self.modalities) == 2
         self.mcib = (
-            mco_mamba.MCIB(
-                d_model,
-                num_heads=mc.num_heads,
-                gate_on=mc.gate_on,
-                residual=mc.residual,
-                rngs=rngs,
-            )
+            mco_mamba.MCIB(d_model, **dataclasses.asdict(mc), rngs=rngs)
             if two and fusion == "mcib"
             else nnx.data(None)
         )
@@ -239,21 +229,9 @@ class MCOENet(nnx.Module):
         else:
             self.neck = nnx.data(None)
         if head == "moe":
-            self.head = hce_moe.HCEMoE(
-                d_head,
-                cfg.num_classes,
-                num_experts=mo.num_experts,
-                top_k=mo.top_k,
-                expert_types=parse_expert_types(mo.expert_types),
-                router_hidden=mo.router_hidden,
-                router_heads=mo.router_heads,
-                attention_heads=mo.attention_heads,
-                deep_depth=mo.deep_depth,
-                deep_dropout=mo.deep_dropout,
-                deep_res_coef=mo.deep_res_coef,
-                focal_hidden=mo.focal_hidden,
-                rngs=rngs,
-            )
+            # MoEConfig's fields are HCEMoE's keyword names; only the expert list needs parsing
+            moe_kwargs = {**dataclasses.asdict(mo), "expert_types": parse_expert_types(mo.expert_types)}
+            self.head = hce_moe.HCEMoE(d_head, cfg.num_classes, **moe_kwargs, rngs=rngs)
         elif head == "fc":  # Table 2 row F: "replacing HCE-MoE with a fully-connected layer"
             self.head = nnx.Linear(d_head, cfg.num_classes, rngs=rngs)
         else:  # Table 8 row A: an MLP instead of HCE-MoE
