@@ -296,7 +296,7 @@ def test_runner_progress_lines_stage_times_and_dependencies(tmp_path):
     assert [s for _, _, s in runner.times] == [5, 30, 2, 95]
     assert re.search(r"^dfew  train MambaFER \(demo\) +95$", runner.table(), re.M), runner.table()
     assert "] rgb   start  evaluate" in text and "] dfew  done   train MambaFER (demo) (95s)" in text
-    assert all(kw["start_new_session"] for _, kw in spawned)
+    assert all(kw["process_group"] == 0 and "start_new_session" not in kw for _, kw in spawned)
     assert spawned[0][1]["env"] == {"A": "1"} and spawned[0][1]["preexec_fn"] is not None
     assert spawned[1][1]["preexec_fn"] is None  # the see lane keeps the demo's own nice level
     assert "$ train\n" in (tmp_path / "logs" / "dfew.log").read_text()
@@ -308,3 +308,18 @@ def test_runner_reports_a_command_that_cannot_start(tmp_path):
     clock = FakeClock()
     assert not demo.Runner(lanes, tmp_path / "logs", out=out, clock=clock, sleep=clock.sleep).run()
     assert "see   FAILED synthesize" in out.getvalue() and "cannot start" in out.getvalue()
+
+
+def test_stages_share_the_demo_session_so_that_their_nice_level_counts(tmp_path):
+    """Under autogroup scheduling each session competes as one group whatever its nice level: a stage in a
+    session of its own would take an equal share from the see lane despite its nice 5. A real child reports
+    its session, process group and nice level."""
+    probe = "import os; print(os.getsid(0), os.getpgid(0), os.getpid(), os.nice(0))"
+    lanes = [
+        demo.Lane("dfew", [demo.Stage("probe", (sys.executable, "-c", probe))], dict(os.environ), nice=5)
+    ]
+    assert demo.Runner(lanes, tmp_path / "logs", out=io.StringIO(), poll_s=0.02).run()
+    sid, pgid, pid, nice = map(int, (tmp_path / "logs" / "dfew.log").read_text().split()[-4:])
+    assert sid == os.getsid(0)  # the demo's session: one scheduling group with the see lane
+    assert pgid == pid  # a group of its own: stop_all's killpg reaches everything it started
+    assert nice == min(os.nice(0) + 5, 19)
