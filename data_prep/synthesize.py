@@ -51,6 +51,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=32,
         help="dfew: median clip length in frames (default 32; log-normal, 8-120)",
     )
+    p.add_argument(
+        "--test-floor",
+        type=int,
+        default=None,
+        help="dfew: at least this many clips of every class in each fold's test split "
+        "(default 2 from 200 clips; the rest follow DFEW's class proportions)",
+    )
     p.add_argument("--videos", action="store_true", help="dfew: also write Clip/original/<id>.mp4 (mp4v)")
     p.add_argument("--no-raw-events", action="store_true", help="see: skip raw_events/ (the largest part)")
     p.add_argument(
@@ -80,7 +87,7 @@ def _run(tasks, fn, workers: int, desc: str, quiet: bool) -> list:
 def synthesize(
     kind: str, out: str | os.PathLike, *, clips: int | None = None, seed: int = 0, workers: int = 1,
     videos: bool = False, raw_events: bool = True, nuisance: float = 1.0, quiet: bool = True,
-    median_frames: int = 32,
+    median_frames: int = 32, test_floor: int | None = None,
 ) -> Path:  # fmt: skip
     """Library entry point of the CLI; returns the output directory."""
     out = Path(out)
@@ -93,12 +100,13 @@ def synthesize(
         "raw_events": raw_events,
         "nuisance": nuisance,
         "median_frames": median_frames,
+        "test_floor": test_floor,
     }
     out.mkdir(parents=True, exist_ok=True)
     if kind == "dfew":
         from data_prep.synth import dfew
 
-        plan = dfew.plan_clips(n, seed, median_frames)
+        plan = dfew.plan_clips(n, seed, median_frames, test_floor)
         _run(
             plan,
             functools.partial(dfew.write_clip, out, videos=videos, nuisance=nuisance),
@@ -131,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.median_frames < 8:
         print(f"error: --median-frames must be >= 8, got {args.median_frames}", file=sys.stderr)
+        return 2
+    if args.test_floor is not None and args.test_floor < 1:
+        print(f"error: --test-floor must be >= 1, got {args.test_floor}", file=sys.stderr)
         return 2
     if args.workers < 1:
         print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         synthesize(
             args.kind, out, clips=args.clips, seed=args.seed, workers=args.workers, videos=args.videos,
             raw_events=not args.no_raw_events, nuisance=args.nuisance, quiet=args.quiet,
-            median_frames=args.median_frames,
+            median_frames=args.median_frames, test_floor=args.test_floor,
         )  # fmt: skip
     except (OSError, ValueError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

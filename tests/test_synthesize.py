@@ -74,6 +74,19 @@ def test_class_counts_follow_dfew_with_disgust_rare_but_in_every_fold():
         D.class_counts(6)
 
 
+def test_test_floor_puts_that_many_clips_of_every_class_in_each_test_fold():
+    plan = D.plan_clips(700, seed=0, test_floor=10)
+    labels = np.array([it["label"] for it in plan])
+    folds = np.array([it["fold"] for it in plan])
+    per_fold = np.array([[np.sum((folds == k) & (labels == c)) for c in range(7)] for k in range(5)])
+    assert per_fold.min() >= 10 and len(plan) == 700
+    assert D.class_counts(700).min() < 50 <= D.class_counts(700, test_floor=10).min()
+    counts = D.class_counts(700, test_floor=10)
+    assert counts.argmax() == X.EXPRESSIONS.index("Neutral")  # the rest keeps DFEW's proportions
+    with pytest.raises(ValueError, match="test_floor 10 needs 350 clips"):
+        D.class_counts(300, test_floor=10)
+
+
 def test_median_frames_only_shortens_the_clips():
     base, short = D.plan_clips(300, seed=3), D.plan_clips(300, seed=3, median_frames=16)
     strip = lambda plan: [{k: v for k, v in it.items() if k != "num_frames"} for it in plan]  # noqa: E731

@@ -40,11 +40,23 @@ NUM_FOLDS = 5
 DFEW_CLASS_COUNTS = np.array(_COUNTS, dtype=np.float64)
 
 
-def class_counts(num_clips: int) -> np.ndarray:
-    """Clips per class (label order) for ``num_clips``: DFEW's proportions with a per-class floor."""
+def class_counts(num_clips: int, test_floor: int | None = None) -> np.ndarray:
+    """Clips per class (label order) for ``num_clips``: DFEW's proportions with a per-class floor.
+
+    ``test_floor``: at least this many clips of every class in each fold's test split (the floor is
+    ``test_floor * NUM_FOLDS`` clips a class); default 2 from 200 clips, 1 from 35, else one clip a class.
+    """
     if num_clips < len(X.EXPRESSIONS):
         raise ValueError(f"need at least {len(X.EXPRESSIONS)} clips (one per class), got {num_clips}")
-    floor = 2 * NUM_FOLDS if num_clips >= 200 else (NUM_FOLDS if num_clips >= 35 else 1)
+    if test_floor is None:
+        floor = 2 * NUM_FOLDS if num_clips >= 200 else (NUM_FOLDS if num_clips >= 35 else 1)
+    else:
+        floor = int(test_floor) * NUM_FOLDS
+        if test_floor < 1 or floor * len(X.EXPRESSIONS) > num_clips:
+            raise ValueError(
+                f"test_floor {test_floor} needs {floor * len(X.EXPRESSIONS)} clips "
+                f"({test_floor} a class in each of {NUM_FOLDS} folds), got {num_clips}"
+            )
     counts = np.full(7, floor)
     rest = num_clips - counts.sum()
     share = DFEW_CLASS_COUNTS / DFEW_CLASS_COUNTS.sum() * num_clips - floor
@@ -56,7 +68,9 @@ def class_counts(num_clips: int) -> np.ndarray:
     return counts + add
 
 
-def plan_clips(num_clips: int, seed: int, median_frames: int = 32) -> list[dict]:
+def plan_clips(
+    num_clips: int, seed: int, median_frames: int = 32, test_floor: int | None = None
+) -> list[dict]:
     """The dataset plan: per clip its id, 0-based label, length, fold and seed. Deterministic in seed.
 
     Lengths are log-normal around ``median_frames``, clipped to [min(16, median), 120]; ~3% are shorter.
@@ -66,7 +80,7 @@ def plan_clips(num_clips: int, seed: int, median_frames: int = 32) -> list[dict]
         raise ValueError(f"median_frames must be >= 8, got {median_frames}")
     low = min(16, int(median_frames))
     rng = np.random.default_rng([seed, 0])
-    labels = np.repeat(np.arange(7), class_counts(num_clips))
+    labels = np.repeat(np.arange(7), class_counts(num_clips, test_floor))
     rng.shuffle(labels)
     lengths = np.clip(np.round(np.exp(rng.normal(np.log(median_frames), 0.5, num_clips))), low, 120)
     lengths = lengths.astype(int)
