@@ -25,6 +25,19 @@ import jax.numpy as jnp
 from flax import nnx
 
 EXPERT_TYPES = ("deep", "attention", "focal")
+GELUS = ("tanh", "exact")
+
+
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """The erf GELU of torch's ``nn.GELU()`` (jax.nn.gelu's tanh form differs by up to 4.7e-4)."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def gelu_fn(kind: str):
+    """``"tanh"`` (jax.nn.gelu's default approximation) or ``"exact"`` (erf, torch ``nn.GELU()``'s)."""
+    if kind not in GELUS:
+        raise ValueError(f"gelu must be one of {GELUS}, got {kind!r}")
+    return jax.nn.gelu if kind == "tanh" else gelu_exact
 
 
 class DeepExpert(nnx.Module):
@@ -57,9 +70,11 @@ class DeepExpert(nnx.Module):
 class AttentionExpert(nnx.Module):
     """Eq. 13: ``P(LN(MHA(H) + H))``, logits averaged over tokens."""
 
-    def __init__(self, d: int, num_classes: int, *, num_heads: int = 2, rngs: nnx.Rngs):
+    def __init__(
+        self, d: int, num_classes: int, *, num_heads: int = 2, layer_norm_eps: float = 1e-6, rngs: nnx.Rngs
+    ):
         self.attn = nnx.MultiHeadAttention(num_heads, d, decode=False, rngs=rngs)
-        self.norm = nnx.LayerNorm(d, rngs=rngs)
+        self.norm = nnx.LayerNorm(d, epsilon=layer_norm_eps, rngs=rngs)
         self.head = nnx.Linear(d, num_classes, rngs=rngs)
 
     def __call__(self, h: jax.Array) -> jax.Array:
@@ -70,27 +85,41 @@ class AttentionExpert(nnx.Module):
 class FocalExpert(nnx.Module):
     """Eq. 14: ``C1(GELU(C3(H)))``, convolutions along the token axis (same padding)."""
 
-    def __init__(self, d: int, num_classes: int, *, hidden: int = 512, rngs: nnx.Rngs):
+    def __init__(self, d: int, num_classes: int, *, hidden: int = 512, gelu: str = "tanh", rngs: nnx.Rngs):
+        gelu_fn(gelu)  # fail early on a bad name
+        self.gelu = gelu  # the name (a static attribute), applied through gelu_fn
         self.conv3 = nnx.Conv(d, hidden, kernel_size=(3,), padding="SAME", rngs=rngs)
         self.conv1 = nnx.Conv(hidden, num_classes, kernel_size=(1,), rngs=rngs)
 
     def __call__(self, h: jax.Array) -> jax.Array:
         """``(b, l, d) -> (b, classes)``."""
         # sigma of eq. 14 is unspecified; GELU as in the official code
-        return self.conv1(jax.nn.gelu(self.conv3(h))).mean(axis=1)
+        return self.conv1(gelu_fn(self.gelu)(self.conv3(h))).mean(axis=1)
 
 
 class AttentionRouter(nnx.Module):
     """Eq. 10: ``P2(GELU(P1(LN(MHA(H) + H))))`` pooled over tokens -> ``(b, num_experts)`` logits."""
 
-    def __init__(self, d: int, num_experts: int, *, hidden: int, num_heads: int = 4, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        d: int,
+        num_experts: int,
+        *,
+        hidden: int,
+        num_heads: int = 4,
+        gelu: str = "tanh",
+        layer_norm_eps: float = 1e-6,
+        rngs: nnx.Rngs,
+    ):
+        gelu_fn(gelu)  # fail early on a bad name
+        self.gelu = gelu  # the name (a static attribute), applied through gelu_fn
         self.attn = nnx.MultiHeadAttention(num_heads, d, decode=False, rngs=rngs)
-        self.norm = nnx.LayerNorm(d, rngs=rngs)
+        self.norm = nnx.LayerNorm(d, epsilon=layer_norm_eps, rngs=rngs)
         self.fc1 = nnx.Linear(d, hidden, rngs=rngs)
         self.fc2 = nnx.Linear(hidden, num_experts, rngs=rngs)
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        z = jax.nn.gelu(self.fc1(self.norm(self.attn(h) + h)))
+        z = gelu_fn(self.gelu)(self.fc1(self.norm(self.attn(h) + h)))
         # P2 is linear, so pooling before it equals pooling its per-token outputs
         return self.fc2(z.mean(axis=1))
 
@@ -132,8 +161,12 @@ class HCEMoE(nnx.Module):
         deep_dropout: float = 0.5,
         deep_res_coef: float = 1.0,
         focal_hidden: int = 512,
+        gelu: str = "tanh",
+        layer_norm_eps: float = 1e-6,
         rngs: nnx.Rngs,
     ):
+        """``gelu`` ("tanh" | "exact") and ``layer_norm_eps`` (flax's 1e-6; torch's 1e-5) for parity with
+        the official code, whose ``nn.GELU()`` is exact and ``nn.LayerNorm`` uses 1e-5."""
         expert_types = tuple(expert_types)
         unknown = set(expert_types) - set(EXPERT_TYPES)
         if unknown or not expert_types:
@@ -149,11 +182,21 @@ class HCEMoE(nnx.Module):
                     d, num_classes, depth=deep_depth, dropout=deep_dropout, res_coef=deep_res_coef, rngs=rngs
                 )
             if kind == "attention":
-                return AttentionExpert(d, num_classes, num_heads=attention_heads, rngs=rngs)
-            return FocalExpert(d, num_classes, hidden=focal_hidden, rngs=rngs)
+                return AttentionExpert(
+                    d, num_classes, num_heads=attention_heads, layer_norm_eps=layer_norm_eps, rngs=rngs
+                )
+            return FocalExpert(d, num_classes, hidden=focal_hidden, gelu=gelu, rngs=rngs)
 
         self.experts = nnx.List([make(kind) for kind in self.types])
-        self.router = AttentionRouter(d, num_experts, hidden=router_hidden, num_heads=router_heads, rngs=rngs)
+        self.router = AttentionRouter(
+            d,
+            num_experts,
+            hidden=router_hidden,
+            num_heads=router_heads,
+            gelu=gelu,
+            layer_norm_eps=layer_norm_eps,
+            rngs=rngs,
+        )
 
     def orthogonal_loss(self) -> jax.Array:
         return orthogonal_loss(self.router.fc2.kernel[...])

@@ -116,6 +116,7 @@ class MCOENetConfig:
     image_size: int = 100  # from config.data
     tokenization: str = "spatial"  # spatial | reference
     token_width: int = 4  # reference tokenisation: 2000 logits -> 500 tokens of width 4
+    backbone_classes: int = 1000  # reference tokenisation: logits per ResNet-18 (ImageNet's 1000)
     d_model: int = 128
     d_state: int = 16
     expand: int = 2
@@ -133,6 +134,8 @@ class MCOENetConfig:
     mlp_hidden: int = 512
     moe: MoEConfig = dataclasses.field(default_factory=MoEConfig)
     orthogonal_weight: float = 1.0  # lambda of eq. 17
+    gelu: str = "tanh"  # tanh (jax.nn.gelu's default) | exact (torch nn.GELU, the official code)
+    layer_norm_eps: float = 1e-6  # flax's default; torch's nn.LayerNorm (official code) uses 1e-5
     backbone_width: int = 64  # ResNet-18 first-stage channels; 64 = torchvision
     backbone_weights: str = ""
     rgb_backbone_weights: str = ""
@@ -165,6 +168,8 @@ class MCOENet(nnx.Module):
         self.tokenization, self.fusion_kind, self.head_kind, self.neck_kind = tokenization, fusion, head, neck
         self.orthogonal_weight = float(cfg.orthogonal_weight)
         self.token_width = token_width
+        hce_moe.gelu_fn(cfg.gelu)  # fail early on a bad name
+        self.gelu = cfg.gelu
         in_ch = {"rgb": 3, "event": cfg.event_channels}
 
         # -- tokenisation ---------------------------------------------------------------------------
@@ -179,19 +184,20 @@ class MCOENet(nnx.Module):
             side = -(-cfg.image_size // 32)
             self.num_tokens = cfg.num_frames * side * side
         else:
-            if 2000 % token_width:
-                raise ValueError(f"model.token_width must divide 2000, got {token_width}")
+            logits = 2 * cfg.backbone_classes  # first + last frame
+            if logits % token_width:
+                raise ValueError(f"model.token_width must divide {logits}, got {token_width}")
             self.backbones = nnx.Dict(
                 {
                     f"{m}_{pos}": resnet18(
-                        in_channels=in_ch[m], num_classes=1000, width=backbone_width, rngs=rngs
+                        in_channels=in_ch[m], num_classes=cfg.backbone_classes, width=backbone_width, rngs=rngs
                     )
                     for m in self.modalities
                     for pos in ("first", "last")
                 }
             )
             feat = token_width
-            self.num_tokens = 2000 // token_width
+            self.num_tokens = logits // token_width
         self.token_proj = nnx.Dict(
             {m: nnx.Linear(feat, d_model, rngs=rngs) for m in self.modalities} if feat != d_model else {}
         )
@@ -231,13 +237,14 @@ class MCOENet(nnx.Module):
         if head == "moe":
             # MoEConfig's fields are HCEMoE's keyword names; only the expert list needs parsing
             moe_kwargs = {**dataclasses.asdict(mo), "expert_types": parse_expert_types(mo.expert_types)}
+            moe_kwargs.update(gelu=cfg.gelu, layer_norm_eps=cfg.layer_norm_eps)
             self.head = hce_moe.HCEMoE(d_head, cfg.num_classes, **moe_kwargs, rngs=rngs)
         elif head == "fc":  # Table 2 row F: "replacing HCE-MoE with a fully-connected layer"
             self.head = nnx.Linear(d_head, cfg.num_classes, rngs=rngs)
         else:  # Table 8 row A: an MLP instead of HCE-MoE
             self.head = nnx.Sequential(
                 nnx.Linear(d_head, cfg.mlp_hidden, rngs=rngs),
-                jax.nn.gelu,
+                hce_moe.gelu_fn(cfg.gelu),
                 nnx.Linear(cfg.mlp_hidden, cfg.num_classes, rngs=rngs),
             )
 
@@ -269,7 +276,7 @@ class MCOENet(nnx.Module):
         else:  # Table 2 row E: "change the fusion method to feature addition"
             h = ys[0] + ys[1]
         if self.neck is not None:
-            h = self.neck_dropout(jax.nn.gelu(self.neck(h.reshape(h.shape[0], -1))))[:, None, :]
+            h = self.neck_dropout(hce_moe.gelu_fn(self.gelu)(self.neck(h.reshape(h.shape[0], -1))))[:, None, :]
         aux = jnp.zeros((), jnp.float32)
         if self.head_kind == "moe":
             logits, moe_stats = self.head(h)
