@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fer_jax import seed_spread
 from fer_jax.cli import EXIT_USAGE, one_line
 
 
@@ -106,8 +107,10 @@ def build_report(
     elapsed_s: float | None = None,
     max_minutes: float | None = None,
     title: str = "fer_jax demo report",
+    spread: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Writes ``out`` (Markdown) and ``summary.json`` beside it; returns the summary."""
+    """Writes ``out`` (Markdown) and ``summary.json`` beside it; returns the summary. ``spread``: a
+    ``benchmarks/demo_seeds.py`` JSON; this run's numbers are placed within it (``fer_jax.seed_spread``)."""
     out_dir = out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {name: json.loads(find_metrics(wd, split, checkpoint).read_text()) for name, wd in runs.items()}
@@ -141,6 +144,7 @@ def build_report(
         if m.get("per_lighting"):
             entry["per_lighting"] = m["per_lighting"]
         summary["models"][name] = entry
+    spread_data = None if spread is None else seed_spread.load_spread(spread)
     for t in targets:  # a target naming a run or metric that does not exist is a typo, not a miss
         if t.run not in metrics:
             raise ValueError(f"--target {t.run}.{t.metric}: no run {t.run!r}; runs: {', '.join(metrics)}")
@@ -213,6 +217,9 @@ def build_report(
         lines += ["| model | " + " | ".join(conds) + " |", "|---|" + "---:|" * len(conds)]
         for n, pl in lit.items():
             lines.append(f"| {n} | " + " | ".join(_pct(pl.get(c)) for c in conds) + " |")
+    if spread_data is not None:
+        summary["spread"] = seed_spread.compare(summary["models"], spread_data)
+        lines += seed_spread.markdown(summary["spread"], str(spread))
     for name, e in summary["models"].items():
         lines += ["", f"## {name}", "", f"Run folder: `{e['workdir']}`.", ""]
         lines += ["| class | recall % |", "|---|---:|"]
@@ -237,6 +244,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"target {c['target']} under {c['condition']} light: measured {_pct(c['difference'])} points -> "
             f"{'met' if c['met'] else 'MISSED'}"
         )
+    rows += seed_spread.summary_lines(summary.get("spread", []))
     tl = summary.get("time_limit")
     if tl:
         rows.append(
@@ -283,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         "--max-minutes", type=float, default=None, help="time target for the whole run (needs --started)"
     )
     parser.add_argument("--title", default="fer_jax demo report")
+    parser.add_argument(
+        "--spread",
+        default=None,
+        help="benchmarks/demo_seeds.py JSON: place this run within the seeds' spread",
+    )
     args = parser.parse_args(argv)
     try:
         if not args.run:
@@ -298,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             elapsed_s=None if args.started is None else time.time() - args.started,
             max_minutes=args.max_minutes,
             title=args.title,
+            spread=args.spread,
         )
     except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

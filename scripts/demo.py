@@ -14,7 +14,8 @@ stage lines and a progress line every ``DEMO_TICK`` seconds (default 20). A fail
 lane, prints the end of its log and exits 1 without a report.
 
 Environment: ``PY`` (the interpreter of the stage commands; default this one), ``DEMO_DIR`` (default
-runs/demo; emptied first), ``DEMO_DFEW_CLIPS`` (700), ``DEMO_SEE_CLIPS`` (560), ``DEMO_STEPS`` (every
+runs/demo; emptied first), ``DEMO_DFEW_CLIPS`` (700), ``DEMO_DFEW_TEST_FLOOR`` (test clips a class;
+10, or what fewer clips allow), ``DEMO_SEE_CLIPS`` (840), ``DEMO_STEPS`` (every
 training's steps; default the configs'), ``DEMO_TICK``, ``DEMO_SERIAL=1`` (the lanes one after another).
 A quick look: ``DEMO_DFEW_CLIPS=140 DEMO_SEE_CLIPS=140 DEMO_STEPS=20 .venv/bin/python scripts/demo.py``.
 
@@ -41,7 +42,11 @@ from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TAIL_LINES = 25  # lines of a failed stage's log shown on the terminal
-STOP_GRACE_S = 5.0  # SIGTERM first (a trainer saves and exits), then SIGKILL
+STOP_GRACE_S = 5.0
+# the seed spread of the demo's trainings (benchmarks/demo_seeds.py): the report places this run within it
+SPREAD = (
+    ROOT / "docs" / "bench" / "demo_seeds.json"
+)  # SIGTERM first (a trainer saves and exits), then SIGKILL
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class Settings:
     py: str
     out: Path
     dfew_clips: int
+    dfew_test_floor: int
     see_clips: int
     tick_s: float
     steps: int | None
@@ -102,11 +108,14 @@ class Settings:
         # ... including the many sub-second programs of eager initialisation, which the later runs share
         env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         steps = environ.get("DEMO_STEPS")
+        dfew_clips = int(environ.get("DEMO_DFEW_CLIPS") or 700)
         return cls(
             py=environ.get("PY") or sys.executable,
             out=out,
-            dfew_clips=int(environ.get("DEMO_DFEW_CLIPS") or 700),
-            see_clips=int(environ.get("DEMO_SEE_CLIPS") or 560),
+            dfew_clips=dfew_clips,
+            # up to 10 test clips a class, as many as the clips allow (7 classes x 5 folds per step)
+            dfew_test_floor=int(environ.get("DEMO_DFEW_TEST_FLOOR") or min(10, dfew_clips // 35)),
+            see_clips=int(environ.get("DEMO_SEE_CLIPS") or 840),
             tick_s=float(environ.get("DEMO_TICK") or 20),
             steps=int(steps) if steps else None,
             serial=bool(environ.get("DEMO_SERIAL")),
@@ -130,11 +139,13 @@ def build_lanes(s: Settings) -> list[Lane]:
         return Stage(what, argv, workdir=workdir, total_steps=s.steps or int(default_steps))
 
     dfew_stages = [
-        # clips of median 16 frames (the default 32 is closer to DFEW): the build keeps 8 of them anyway
+        # clips of median 16 frames (the default 32 is closer to DFEW): the build keeps 8 of them anyway;
+        # 10 test clips of every class (DFEW's own Disgust share gives 2, each worth 7 UAR points)
         Stage(
             f"synthesize DFEW-layout clips ({s.dfew_clips})",
             (py, "-m", "data_prep.synthesize", "--kind", "dfew", "--out", str(out / "raw/dfew"), "--clips")
-            + (str(s.dfew_clips), "--seed", "0", "--nuisance", "0.3", "--median-frames", "16"),
+            + (str(s.dfew_clips), "--seed", "0", "--nuisance", "0.3", "--median-frames", "16")
+            + (("--test-floor", str(s.dfew_test_floor)) if s.dfew_test_floor else ()),
         ),
         Stage(
             f"build DFEW shards ({d.stored_frames} frames at {d.image_size}px, landmark alignment)",
@@ -461,7 +472,7 @@ def report_argv(s: Settings, started: float) -> list[str]:
         "mco_e_net.uar>=0.85",
         "--compare-lighting",
         "mco_e_net,mco_e_net_rgb,low,0.05",
-    ]
+    ] + (["--spread", str(SPREAD)] if SPREAD.is_file() else [])
 
 
 def main(environ: Mapping[str, str] | None = None, out: IO[str] = sys.stdout) -> int:

@@ -93,3 +93,64 @@ def test_target_with_a_typo_is_refused_not_reported_missed(tmp_path, capsys, tar
     rc = report.main(["--out", str(tmp_path / "r.md"), "--run", f"both={a}", "--target", target])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and words in err and "\n" not in err
+
+
+def _spread_file(tmp_path):
+    """A spread JSON as benchmarks/demo_seeds.py writes it, from six seeded results of each run."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_seeds.py"
+    spec = importlib.util.spec_from_file_location("demo_seeds_for_test", path)
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    results = []
+    for i, (seed, opt) in enumerate([(s, o) for s in (0, 1, 2) for o in ("default", "O1")]):
+        results.append({"run": "mco_e_net", "seed": seed, "opt": opt, "war": 0.86 + 0.01 * i, "uar": 0.86 + 0.01 * i,
+                        "low": 0.80})  # fmt: skip
+        results.append(
+            {"run": "mco_e_net_rgb", "seed": seed, "opt": opt, "war": 0.6, "uar": 0.6, "low": 0.2 + 0.01 * i}
+        )
+    summary = seeds.summarise(results)
+    # the benchmark's own reading: UAR 86-91 over six runs; the gap 80 - (20..25) paired by seed and level
+    assert summary["runs"]["mco_e_net"]["uar"]["min"] == pytest.approx(0.86)
+    assert summary["runs"]["mco_e_net"]["uar"]["n"] == 6
+    assert summary["gap"]["min"] == pytest.approx(0.55) and summary["gap"]["met_by_min"]
+    assert summary["targets"] == [
+        {"target": "mco_e_net.uar >= 0.85", "min": pytest.approx(0.86), "met_by_min": True}
+    ]
+    f = tmp_path / "demo_seeds.json"
+    f.write_text(json.dumps({"runs": summary["runs"]}))
+    return f
+
+
+def test_report_places_this_run_within_the_documented_seed_spread(tmp_path, capsys):
+    spread = _spread_file(tmp_path)
+    typical = _run(tmp_path, "mco_e_net", 0.88, 0.88, {"normal": 0.9, "low": 0.80})
+    unlucky = _run(tmp_path, "mco_e_net_rgb", 0.5, 0.5, {"normal": 0.9, "low": 0.10})
+    out = tmp_path / "out" / "report.md"
+    assert report.main(["--out", str(out), "--run", f"mco_e_net={typical}", "--run", f"mco_e_net_rgb={unlucky}",
+                        "--spread", str(spread)]) == 0  # fmt: skip
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = {(r["model"], r["metric"]): r for r in s["spread"]}
+    assert rows[("mco_e_net", "uar")]["position"] == "within"
+    assert rows[("mco_e_net_rgb", "uar")]["position"] == "below"  # 50 against 60 in every seeded run
+    assert rows[("mco_e_net_rgb", "low")]["position"] == "below"
+    assert rows[("mco_e_net", "uar")]["mean"] == pytest.approx(0.885)
+    text = out.read_text()
+    assert "| mco_e_net | UAR | 88.0 | 88.5 +- 1.9 | 86.0 - 91.0 | within the range |" in text
+    assert "**below the range**" in text
+    printed = capsys.readouterr().out
+    assert (
+        "mco_e_net: UAR 88.0 against 88.5 +- 1.9 over 6 seeded runs (range 86.0-91.0): within the range"
+        in printed
+    )
+
+
+def test_unreadable_spread_file_is_one_line(tmp_path, capsys):
+    a = _run(tmp_path, "a", 0.5, 0.5)
+    bad = tmp_path / "spread.json"
+    bad.write_text("{}")
+    assert report.main(["--out", str(tmp_path / "r.md"), "--run", f"a={a}", "--spread", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a benchmarks/demo_seeds.py result" in err
