@@ -48,4 +48,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every_steps = 300  # one evaluation, at the end: each costs seconds on 2 cores
     c.train.early_stopping_patience = 0  # a single evaluation: nothing to compare it with
     c.optim.lr = 2e-3  # dfew's one-cycle schedule, at a higher peak for 300 steps
+    c.optim.cycle_momentum = False  # the demo as tuned: a constant beta1 of 0.9 (dfew.py cycles it)
     return c

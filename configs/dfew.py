@@ -59,6 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.lr = 1e-4
     c.optim.weight_decay = 0.01
     c.optim.schedule = "onecycle"
+    c.optim.cycle_momentum = True  # PyTorch OneCycleLR's default: Adam's beta1 0.95 -> 0.85 -> 0.95
     c.optim.grad_clip = 1.0  # not in the paper; guards the focal loss's large weighted gradients early on
 
     c.loss.name = "focal"

@@ -178,3 +178,77 @@ def test_ema_warmup_and_update():
     assert float(ema.ema_decay_at(0.999, 10**6)) == pytest.approx(0.999)
     out = ema.ema_update({"a": jnp.array([1.0])}, {"a": jnp.array([3.0])}, 0.75)
     assert float(out["a"][0]) == pytest.approx(1.5)
+
+
+# PyTorch OneCycleLR(max_lr, total_steps=100, pct_start=0.3), cycle_momentum=True (its default) with AdamW:
+# param_groups[0]["betas"][0] before the update of each step (base_momentum 0.85, max_momentum 0.95, cos),
+# from PyTorch's documented formula (torch is not a CI dependency).
+TORCH_ONECYCLE_BETA1 = {
+    0: 0.95,
+    1: 0.9497068978577179,
+    10: 0.9234204220349895,
+    20: 0.8719406467318809,
+    29: 0.85,
+    30: 0.8500503466729342,
+    50: 0.8706107373853763,
+    75: 0.9236934331236499,
+    98: 0.9499496533270657,
+    99: 0.95,
+}
+
+
+def test_onecycle_momentum_matches_pytorch_beta1():
+    sched = optim.onecycle_momentum_schedule(100, 0.3)
+    for step, want in TORCH_ONECYCLE_BETA1.items():
+        assert float(sched(step)) == pytest.approx(want, abs=1e-6), step
+
+
+def _adamw_config(cycle: bool):
+    c = base_config()
+    c.optim.name, c.optim.schedule, c.optim.lr, c.optim.grad_clip = "adamw", "onecycle", 1e-3, 0.0
+    c.optim.weight_decay = 0.01
+    c.optim.cycle_momentum = cycle
+    return c
+
+
+def test_cycle_momentum_drives_adams_first_moment_and_bias_correction():
+    """Each update uses the scheduled beta1 in the moment and in PyTorch's bias correction 1 - b1_t^t."""
+    total = 10
+    c = _adamw_config(True)
+    params = {"w": jnp.ones((2, 2))}
+    tx, lr = optim.make_optimizer(c, params, total_steps=total, steps_per_epoch=total)
+    b1 = optim.onecycle_momentum_schedule(total, c.optim.pct_start)
+    state, p = tx.init(params), params
+    grads = [jnp.full((2, 2), g) for g in (1.0, -2.0, 0.5, 3.0)]
+    mu = nu = 0.0
+    want = np.ones((2, 2))
+    for t, g in enumerate(grads, start=1):
+        u, state = tx.update({"w": g}, state, p)
+        p = optax.apply_updates(p, u)
+        beta = float(b1(t - 1))
+        gv = float(g[0, 0])
+        mu = beta * mu + (1 - beta) * gv
+        nu = 0.999 * nu + 0.001 * gv**2
+        m_hat, v_hat = mu / (1 - beta**t), nu / (1 - 0.999**t)
+        step_lr = float(lr(t - 1))
+        want = want - step_lr * (m_hat / (np.sqrt(v_hat) + 1e-8) + 0.01 * want)
+        np.testing.assert_allclose(np.asarray(p["w"]), want, rtol=2e-5)
+    # off: a plain float beta1 of 0.9, a different trajectory after the first step
+    tx0, _ = optim.make_optimizer(_adamw_config(False), params, total_steps=total, steps_per_epoch=total)
+    s0, p0 = tx0.init(params), params
+    for g in grads:
+        u, s0 = tx0.update({"w": g}, s0, p0)
+        p0 = optax.apply_updates(p0, u)
+    moved_off, moved_on = 1.0 - np.asarray(p0["w"]), 1.0 - want
+    assert abs(moved_off[0, 0] - moved_on[0, 0]) > 0.05 * abs(moved_on[0, 0])
+
+
+def test_cycle_momentum_refuses_other_schedules_and_optimizers():
+    c = _adamw_config(True)
+    c.optim.schedule = "cosine"
+    with pytest.raises(ValueError, match="cycle_momentum"):
+        optim.make_optimizer(c, {"w": jnp.ones(2)}, total_steps=5, steps_per_epoch=5)
+
+
+def test_dfew_config_cycles_momentum():
+    assert dfew.get_config().optim.cycle_momentum is True

@@ -6,7 +6,9 @@ AdamW with a weight-decay mask (no decay on normalisation parameters, biases and
 
 - ``onecycle``: PyTorch ``OneCycleLR`` (cosine annealing, two phases, ``div_factor=25``,
   ``final_div_factor=1e4``), step-exact with PyTorch's formula (``optax.cosine_onecycle_schedule`` puts
-  the peak one step later);
+  the peak one step later); with ``optim.cycle_momentum`` also its momentum cycling, Adam's beta1 from
+  0.95 down to 0.85 at the lr peak and back to 0.95 (``onecycle_momentum_schedule``, PyTorch's
+  ``cycle_momentum=True`` default);
 - ``step``: ``StepLR(step_size=1 epoch, gamma)``, the official MCO-E Net code;
 - ``cosine``: cosine decay to 0 over the run; ``constant``.
 """
@@ -26,6 +28,28 @@ from flax import nnx
 NO_DECAY_NAMES = frozenset({"bias", "scale", "A_log", "A_b_log", "D", "D_b"})
 
 
+def _two_phase_cos(
+    total_steps: int, pct_start: float, start: float, mid: float, end: float
+) -> optax.Schedule:
+    """PyTorch ``OneCycleLR``'s two cosine phases: ``start`` at step 0, ``mid`` at step
+    ``pct_start * total - 1``, ``end`` at step ``total - 1`` (the same step fractions for lr and momentum)."""
+    if total_steps < 1:
+        raise ValueError(f"onecycle needs total_steps >= 1, got {total_steps}")
+    peak_step = float(pct_start * total_steps) - 1.0
+    end_step = float(total_steps - 1)
+
+    def cos_anneal(a, b, pct):
+        return b + (a - b) / 2.0 * (jnp.cos(math.pi * pct) + 1.0)
+
+    def schedule(count):
+        step = jnp.asarray(count, jnp.float32)
+        pct_up = jnp.clip(step / jnp.maximum(peak_step, 1e-9), 0.0, 1.0)
+        pct_down = jnp.clip((step - peak_step) / jnp.maximum(end_step - peak_step, 1e-9), 0.0, 1.0)
+        return jnp.where(step <= peak_step, cos_anneal(start, mid, pct_up), cos_anneal(mid, end, pct_down))
+
+    return schedule
+
+
 def onecycle_schedule(
     total_steps: int,
     max_lr: float,
@@ -38,25 +62,16 @@ def onecycle_schedule(
     lr rises from ``max_lr / div_factor`` at step 0 to ``max_lr`` at step ``pct_start * total - 1`` and
     falls to ``max_lr / div_factor / final_div_factor`` at step ``total - 1``.
     """
-    if total_steps < 1:
-        raise ValueError(f"onecycle needs total_steps >= 1, got {total_steps}")
     initial = max_lr / div_factor
-    final = initial / final_div_factor
-    peak_step = float(pct_start * total_steps) - 1.0
-    end_step = float(total_steps - 1)
+    return _two_phase_cos(total_steps, pct_start, initial, max_lr, initial / final_div_factor)
 
-    def cos_anneal(start, end, pct):
-        return end + (start - end) / 2.0 * (jnp.cos(math.pi * pct) + 1.0)
 
-    def schedule(count):
-        step = jnp.asarray(count, jnp.float32)
-        pct_up = jnp.clip(step / jnp.maximum(peak_step, 1e-9), 0.0, 1.0)
-        pct_down = jnp.clip((step - peak_step) / jnp.maximum(end_step - peak_step, 1e-9), 0.0, 1.0)
-        return jnp.where(
-            step <= peak_step, cos_anneal(initial, max_lr, pct_up), cos_anneal(max_lr, final, pct_down)
-        )
-
-    return schedule
+def onecycle_momentum_schedule(
+    total_steps: int, pct_start: float = 0.3, base_momentum: float = 0.85, max_momentum: float = 0.95
+) -> optax.Schedule:
+    """PyTorch ``OneCycleLR(cycle_momentum=True)``'s momentum (Adam's beta1): ``max_momentum`` at step 0,
+    ``base_momentum`` at the lr peak, ``max_momentum`` again at the last step; inverse to the lr."""
+    return _two_phase_cos(total_steps, pct_start, max_momentum, base_momentum, max_momentum)
 
 
 def make_schedule(config, *, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
@@ -114,10 +129,28 @@ def make_optimizer(config, params: Any, *, total_steps: int, steps_per_epoch: in
     """
     o = config.optim
     schedule = make_schedule(config, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    # beta1 as a schedule of the optimizer step (PyTorch OneCycleLR's cycle_momentum); a float otherwise.
+    # inject_hyperparams re-reads it each update, and Adam's bias correction then uses the current beta1,
+    # as torch.optim.Adam does (1 - beta1_t ** t).
+    cycle = bool(o.get("cycle_momentum", False))
+    if cycle and (o.schedule != "onecycle" or o.name not in ("adam", "adamw")):
+        raise ValueError(
+            f"optim.cycle_momentum needs schedule 'onecycle' and adam/adamw, got {o.schedule!r} / {o.name!r}"
+        )
+    b1 = onecycle_momentum_schedule(total_steps, o.pct_start) if cycle else 0.9
     if o.name == "adamw":
-        opt = optax.adamw(schedule, weight_decay=o.weight_decay, mask=decay_mask(params))
+        if cycle:
+            opt = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
+                learning_rate=schedule, b1=b1, weight_decay=o.weight_decay, mask=decay_mask(params)
+            )
+        else:
+            opt = optax.adamw(schedule, weight_decay=o.weight_decay, mask=decay_mask(params))
     elif o.name == "adam":
-        opt = optax.adam(schedule)
+        opt = (
+            optax.inject_hyperparams(optax.adam)(learning_rate=schedule, b1=b1)
+            if cycle
+            else optax.adam(schedule)
+        )
     elif o.name == "sgd":
         opt = optax.sgd(schedule, momentum=o.get("momentum", 0.9))
     else:
