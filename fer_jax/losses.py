@@ -4,7 +4,17 @@
   per-class counts, normalised to mean 1 and clipped to [0.1, 10] (paper 1, Section 3).
 - :func:`focal_loss`: ``w_y (1 - p_y)^gamma CE`` with optional label smoothing.
 - :func:`weighted_cross_entropy`: ``w_y CE`` (the focal loss with gamma 0).
-- :func:`loss_from_config`: the per-example loss that ``config.loss`` describes.
+- :func:`loss_from_config`: the per-example loss that ``config.loss`` describes, with the optional
+  AU re-weighting (``loss.au_reweight``, below).
+
+AU re-weighting (paper 1 computes AU scores "for interpretability and re-weighting" and names no rule; this
+is our choice): each clip's loss is multiplied by ``1 + s * (1 - tanh(a / 0.05))``, where ``a`` is its
+largest AU movement over frames and AUs (``fer_jax.interpret.au.au_activity``, inter-ocular distances
+relative to the first frame) and ``s = loss.au_reweight``. Clips whose face barely moves - the subtle
+expressions the paper finds confused (Disgust, Fear) - weigh up to ``1 + s``; clearly moving ones about 1.
+The weights are computed from the batch's landmarks inside the jitted step and carry no gradient (landmarks
+are data). At ``s = 0`` the loss never reads the landmarks: bit-identical to the loss without the option.
+With template landmarks every clip has ``a = 0``, so the option only scales the loss by ``1 + s``.
 
 Shapes: logits ``(B, K)`` float, labels ``(B,)`` int in ``[0, K)``; per-example losses ``(B,)`` float32.
 """
@@ -134,12 +144,13 @@ def weighted_cross_entropy(
 
 def loss_from_config(config, class_counts: Sequence[int] | np.ndarray | None) -> Callable[..., jax.Array]:
     """The per-example loss described by ``config.loss`` (``name``, ``gamma``, ``class_weights``,
-    ``label_smoothing``).
+    ``label_smoothing``, ``au_reweight``).
 
     ``class_counts``: the training split's per-class counts (``manifest["class_counts"]["train"]``); needed
     when ``config.loss.class_weights == "inverse_freq"``. Returns ``fn(logits, labels, sample_weights=None)
-    -> (B,)`` per-example losses; ``sample_weights`` ``(B,)`` multiplies them (e.g. the AU re-weighting of
-    :func:`fer_jax.interpret.au.au_sample_weights`).
+    -> (B,)`` per-example losses; ``sample_weights`` ``(B,)`` multiplies them. With ``au_reweight > 0`` the
+    function takes ``landmarks=(B, T, 68, 2)`` too (the AU re-weighting of the module docstring) and has
+    ``uses_landmarks = True``, which tells the train step to pass the batch's landmarks.
     """
     loss_cfg = config.loss
     name = loss_cfg.get("name", "focal")
@@ -162,6 +173,9 @@ def loss_from_config(config, class_counts: Sequence[int] | np.ndarray | None) ->
         raise ValueError(f"config.loss.class_weights must be 'inverse_freq' or 'none', got {mode!r}")
     gamma = float(loss_cfg.get("gamma", 2.0)) if name == "focal" else 0.0
     smoothing = float(loss_cfg.get("label_smoothing", 0.0))
+    au_strength = float(loss_cfg.get("au_reweight", 0.0) or 0.0)
+    if not (au_strength >= 0 and np.isfinite(au_strength)):
+        raise ValueError(f"config.loss.au_reweight must be a finite number >= 0, got {au_strength}")
 
     def loss_fn(logits: jax.Array, labels: jax.Array, sample_weights: jax.Array | None = None) -> jax.Array:
         per_example = focal_loss(
@@ -171,4 +185,25 @@ def loss_from_config(config, class_counts: Sequence[int] | np.ndarray | None) ->
             per_example = per_example * sample_weights
         return per_example
 
-    return loss_fn
+    if au_strength == 0:
+        return loss_fn
+
+    from fer_jax.interpret.au import au_sample_weights
+
+    def au_loss_fn(
+        logits: jax.Array,
+        labels: jax.Array,
+        sample_weights: jax.Array | None = None,
+        *,
+        landmarks: jax.Array | None = None,
+    ) -> jax.Array:
+        if landmarks is None:
+            raise ValueError(
+                "config.loss.au_reweight > 0 needs the batch's landmarks (a model fed landmarks, e.g. MambaFER)"
+            )
+        au_w = jax.lax.stop_gradient(au_sample_weights(jnp.asarray(landmarks), au_strength))
+        sw = au_w if sample_weights is None else au_w * sample_weights
+        return loss_fn(logits, labels, sw)
+
+    au_loss_fn.uses_landmarks = True
+    return au_loss_fn

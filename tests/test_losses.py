@@ -167,3 +167,103 @@ def test_loss_from_config_errors():
         losses.loss_from_config(_cfg(name="dice"), [1, 2, 3])
     with pytest.raises(ValueError):
         losses.loss_from_config(_cfg(), [1, 2, 3, 4])
+
+
+def _au_clips(b=5, t=4):
+    """``(b, t, 68, 2)`` template clips; clip i raises its lip corners by 0.01 * i from frame 1 on (clip 0
+    does not move: the most subtle)."""
+    from fer_jax.data.constants import TEMPLATE_68
+
+    clips = np.repeat(np.repeat(np.asarray(TEMPLATE_68, np.float32)[None, None], t, 1), b, 0).copy()
+    for i in range(b):
+        clips[i, 1:, [48, 54], 1] -= 0.01 * i
+    return jnp.asarray(clips)
+
+
+def test_au_reweight_zero_is_exactly_off():
+    logits, labels = _batch(4, b=5, k=3)
+    c = _cfg()
+    base = losses.loss_from_config(c, [10, 20, 70])
+    c.loss.au_reweight = 0.0
+    off = losses.loss_from_config(c, [10, 20, 70])
+    assert not getattr(off, "uses_landmarks", False)  # the train step passes no landmarks: the same graph
+    np.testing.assert_array_equal(np.asarray(jax.jit(off)(logits, labels)), np.asarray(base(logits, labels)))
+
+
+def test_au_reweight_changes_loss_and_gradients_by_the_documented_weights():
+    from fer_jax.interpret import au
+
+    logits, labels = _batch(4, b=5, k=3)
+    lms = _au_clips()
+    c = _cfg()
+    off = losses.loss_from_config(c, [10, 20, 70])
+    c.loss.au_reweight = 1.5
+    on = losses.loss_from_config(c, [10, 20, 70])
+    assert on.uses_landmarks
+    got = jax.jit(lambda lg, lb, lm: on(lg, lb, landmarks=lm))(logits, labels, lms)
+    # the weights by hand: activity = largest |AU score| = the AU12 lift in inter-ocular distances
+    activity = np.asarray(au.au_activity(np.asarray(lms, np.float64)))
+    assert activity[0] == 0 and np.all(np.diff(activity) > 0)
+    w = 1 + 1.5 * (1 - np.tanh(activity / 0.05))
+    assert w[0] == pytest.approx(2.5) and w[-1] < 1.2
+    np.testing.assert_allclose(np.asarray(got), np.asarray(off(logits, labels)) * w, rtol=1e-5)
+    g_on = jax.grad(lambda lg: on(lg, labels, landmarks=lms).mean())(logits)
+    g_off = jax.grad(lambda lg: off(lg, labels).mean())(logits)
+    np.testing.assert_allclose(np.asarray(g_on), np.asarray(g_off) * w[:, None], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(np.asarray(g_on), np.asarray(g_off))
+    # numpy and jax weights agree; sample weights multiply on top
+    np.testing.assert_allclose(au.au_sample_weights(np.asarray(lms), 1.5), w, rtol=1e-5)
+    sw = jnp.arange(5.0)
+    np.testing.assert_allclose(
+        np.asarray(on(logits, labels, sw, landmarks=lms)), np.asarray(got) * np.asarray(sw), rtol=1e-6
+    )
+
+
+def test_au_reweight_errors_and_missing_landmarks():
+    logits, labels = _batch(4, b=2, k=3)
+    c = _cfg()
+    c.loss.au_reweight = -1.0
+    with pytest.raises(ValueError, match="au_reweight"):
+        losses.loss_from_config(c, [10, 20, 70])
+    c.loss.au_reweight = 1.0
+    fn = losses.loss_from_config(c, [10, 20, 70])
+    with pytest.raises(ValueError, match="landmarks"):
+        fn(logits, labels)
+    # frames without landmarks (all zero) count as no movement, never as NaN
+    out = fn(logits, labels, landmarks=jnp.zeros((2, 3, 68, 2)))
+    assert np.all(np.isfinite(np.asarray(out)))
+
+
+def test_train_step_feeds_the_batch_landmarks_to_the_au_reweighted_loss():
+    """The jitted train step with loss.au_reweight > 0: task loss = the hand-weighted per-clip loss."""
+    import optax as _optax
+    from flax import nnx
+
+    from fer_jax.training import steps
+    from fer_jax.training.state import split_model
+
+    class Toy(nnx.Module):
+        def __init__(self):
+            self.w = nnx.Param(jnp.eye(3))
+
+        def __call__(self, frames, landmarks):
+            return {"logits": frames.mean(axis=(1, 2, 3)) @ self.w[...]}
+
+    model = Toy()
+    defs, params, rest = split_model(model)
+    c = _cfg()
+    c.loss.au_reweight = 1.0
+    fn = losses.loss_from_config(c, [10, 20, 70])
+    tx = _optax.sgd(0.0)
+    step = jax.jit(steps.make_train_step(defs, tx, lambda s: 0.0, fn, ("frames", "landmarks")))
+    frames = jnp.asarray(np.random.default_rng(0).normal(size=(5, 2, 2, 2, 3)), jnp.float32)
+    lms = _au_clips(t=2)
+    labels = jnp.asarray([0, 1, 2, 0, 1], jnp.int32)
+    state = {"step": 0, "params": params, "rest": rest, "opt_state": tx.init(params), "ema": None}
+    _, metrics = step(state, {"frames": frames, "landmarks": lms, "label": labels})
+    logits = frames.mean(axis=(1, 2, 3))
+    want = float(jnp.mean(fn(logits, labels, landmarks=lms)))
+    assert float(metrics["task_loss"]) == pytest.approx(want, rel=1e-5)
+    c.loss.au_reweight = 0.0
+    plain = float(jnp.mean(losses.loss_from_config(c, [10, 20, 70])(logits, labels)))
+    assert abs(want - plain) > 1e-3

@@ -5,47 +5,56 @@ Each AU score is a geometric proxy on the iBUG 68 points, normalised by the fram
 positive = the AU's movement. Image y grows downward. The proxies are approximations, not FACS coding.
 
 ``au_scores(landmarks (T, 68, 2)) -> (T, len(AU_NAMES))``; ``clip_summary`` gives per-AU peak, mean and
-peak frame; ``au_sample_weights`` is the optional loss re-weighting (off unless a strength > 0 is given).
+peak frame; ``au_sample_weights`` is the loss re-weighting of ``config.loss.au_reweight``
+(``fer_jax.losses.loss_from_config``; off at 0). AU scores need landmarks of every source frame: data
+built with the template (the same points in every frame) has none to measure (``au_unavailable``).
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fer_jax.data.constants import NUM_LANDMARKS
 
+# activity (IOD) at which the AU re-weighting has given up 76 % of its extra weight (tanh(1))
+AU_WEIGHT_SCALE = 0.05
 AU_NAMES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU20", "AU25", "AU26")
 
 
 def _y(lm, idx):
-    return lm[:, list(idx), 1].mean(axis=1)
+    return lm[..., list(idx), 1].mean(axis=-1)
 
 
-def _geometry(lm: np.ndarray) -> np.ndarray:
-    """Per-frame raw measures ``(T, n_aus)`` in units of inter-ocular distance (sign: AU active = larger)."""
-    right_eye, left_eye = lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)
-    iod = np.linalg.norm(left_eye - right_eye, axis=-1)
+def _geometry(lm, xp=np):
+    """Per-frame raw measures ``(..., T, n_aus)`` in units of inter-ocular distance (sign: AU active =
+    larger) from ``(..., T, 68, 2)``; ``xp`` is numpy or jax.numpy. Frames without landmarks (all zero:
+    no inter-ocular distance) measure 0."""
+    right_eye, left_eye = lm[..., 36:42, :].mean(-2), lm[..., 42:48, :].mean(-2)
+    iod = xp.sqrt(xp.sum((left_eye - right_eye) ** 2, axis=-1))
     corners = _y(lm, (48, 54))
-    g = np.stack(
+    g = xp.stack(
         [
             _y(lm, (39, 42)) - _y(lm, (21, 22)),  # AU1 inner brow above inner eye corners
             _y(lm, (36, 45)) - _y(lm, (17, 26)),  # AU2 outer brow above outer eye corners
-            -np.abs(lm[:, 22, 0] - lm[:, 21, 0])
+            -xp.abs(lm[..., 22, 0] - lm[..., 21, 0])
             - (_y(lm, (39, 42)) - _y(lm, (21, 22))),  # AU4 brows together+down
             _y(lm, (36, 39, 42, 45)) - _y(lm, (37, 38, 43, 44)),  # AU5 upper lid above the corner line
             -(corners - _y(lm, (40, 41, 46, 47))),  # AU6 cheek raise: lower lid closer to mouth corners
             _y(lm, (36, 39, 42, 45)) - _y(lm, (40, 41, 46, 47)),  # AU7 lower lid raised toward corner line
-            -(lm[:, 33, 1] - lm[:, 27, 1]),  # AU9 nose shortens
-            -(lm[:, 51, 1] - lm[:, 33, 1]),  # AU10 upper lip toward nose
-            -(corners - lm[:, 33, 1]),  # AU12 lip corners raised relative to the nose
-            corners - lm[:, 62, 1],  # AU15 corners lowered relative to the upper inner lip
-            np.abs(lm[:, 54, 0] - lm[:, 48, 0]),  # AU20 mouth width
-            lm[:, 66, 1] - lm[:, 62, 1],  # AU25 lips part
-            lm[:, 8, 1] - lm[:, 33, 1],  # AU26 jaw drop
+            -(lm[..., 33, 1] - lm[..., 27, 1]),  # AU9 nose shortens
+            -(lm[..., 51, 1] - lm[..., 33, 1]),  # AU10 upper lip toward nose
+            -(corners - lm[..., 33, 1]),  # AU12 lip corners raised relative to the nose
+            corners - lm[..., 62, 1],  # AU15 corners lowered relative to the upper inner lip
+            xp.abs(lm[..., 54, 0] - lm[..., 48, 0]),  # AU20 mouth width
+            lm[..., 66, 1] - lm[..., 62, 1],  # AU25 lips part
+            lm[..., 8, 1] - lm[..., 33, 1],  # AU26 jaw drop
         ],
         axis=-1,
     )
-    return g / iod[:, None]
+    ok = iod > 1e-6
+    return xp.where(ok[..., None], g / xp.where(ok, iod, 1.0)[..., None], 0.0)
 
 
 def au_scores(landmarks: np.ndarray) -> np.ndarray:
@@ -70,13 +79,25 @@ def clip_summary(scores: np.ndarray, threshold: float = 0.03) -> dict[str, dict[
     }
 
 
-def au_sample_weights(landmarks: np.ndarray, strength: float = 0.0, scale: float = 0.05) -> np.ndarray:
-    """Optional AU-guided loss weights ``(B,)`` from landmarks ``(B, T, 68, 2)``.
+def au_activity(landmarks, xp=np):
+    """Per clip, the largest AU movement ``max_{t, AU} |score|`` (inter-ocular distances, relative to
+    the clip's first frame): ``(B, T, 68, 2)`` -> ``(B,)``; numpy or jax.numpy (``xp``), jit-safe."""
+    g = _geometry(landmarks, xp)
+    return xp.max(xp.abs(g - g[..., :1, :]), axis=(-2, -1))
 
-    Subtle clips (small peak AU movement) get up to ``1 + strength``; ``strength = 0`` (default) gives ones.
+
+def au_sample_weights(landmarks, strength: float = 0.0, scale: float = AU_WEIGHT_SCALE):
+    """AU-guided loss weights ``(B,)`` from landmarks ``(B, T, 68, 2)`` (the re-weighting of
+    ``config.loss.au_reweight``): ``w = 1 + strength * (1 - tanh(activity / scale))``.
+
+    Subtle clips (little AU movement; paper 1: Disgust and Fear are the subtle, confused classes) weigh
+    up to ``1 + strength``, clips with a clear movement (activity >> ``scale`` IOD) stay near 1.
+    ``strength = 0`` gives ones. A numpy input gives a float32 numpy array, a jax one a jax array.
     """
-    lm = np.asarray(landmarks)
+    if isinstance(landmarks, jax.Array):
+        a = au_activity(landmarks.astype(jnp.float32), jnp)
+        return 1.0 + strength * (1.0 - jnp.tanh(a / scale))
+    lm = np.asarray(landmarks, np.float64)
     if strength == 0:
         return np.ones(lm.shape[0], np.float32)
-    activity = np.array([np.abs(au_scores(clip)).max() for clip in lm])
-    return (1.0 + strength * (1.0 - np.tanh(activity / scale))).astype(np.float32)
+    return (1.0 + strength * (1.0 - np.tanh(au_activity(lm) / scale))).astype(np.float32)

@@ -56,7 +56,9 @@ def make_train_step(
             model = nnx.merge(defs.train, params, rest, copy=True)
             out = model(**{k: batch[k] for k in input_names})
             logits = out["logits"].astype(jnp.float32)
-            task = _masked_mean(loss_fn(logits, batch["label"]), mask)
+            # the AU re-weighting (losses.loss_from_config, loss.au_reweight > 0) reads the clip's landmarks
+            extra = {"landmarks": batch.get("landmarks")} if getattr(loss_fn, "uses_landmarks", False) else {}
+            task = _masked_mean(loss_fn(logits, batch["label"], **extra), mask)
             aux = jnp.asarray(out.get("aux_loss", 0.0), jnp.float32)
             _, _, new_rest = nnx.split(model, nnx.Param, ...)
             return task + aux, (new_rest, logits, task, aux)
