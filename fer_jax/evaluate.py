@@ -20,7 +20,6 @@ reading the split with another seed (the pipeline's random temporal sampling).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -28,7 +27,16 @@ from typing import Any
 
 import jax
 
-from fer_jax.cli import EXIT_FAILURE, EXIT_USAGE, one_line
+from fer_jax.cli import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    Parser,
+    check_output_dir,
+    checkpoint_arg,
+    interrupted,
+    one_line,
+    write_atomic,
+)
 from fer_jax.training import evaluation
 from fer_jax.training import figures as fig_lib
 from fer_jax.training.data import DataSource
@@ -51,20 +59,28 @@ def evaluate(
         if value is not None and int(value) < 1:  # 0 must not silently mean "the config's value"
             raise ValueError(f"{name} must be >= 1, got {value}")
     workdir = Path(workdir)
+    if out_dir is not None:  # refused before the evaluation, not after it (its compute would be lost)
+        check_output_dir(out_dir)
     run = Run.restore(workdir, str(checkpoint), data=data)
+    if jax.process_index() == 0:
+        for note in run.notes:  # an unreadable newest checkpoint was skipped: say which step is used
+            print(f"note: {note}", file=sys.stderr)
     config = run.config
     split = split or config.data.eval_split
     passes = int(passes or config.eval.get("passes", 1))
+    out = Path(out_dir) if out_dir else workdir / "eval" / f"{split}-{checkpoint}"
+    check_output_dir(out)
     metrics, outputs = run.evaluate(split, passes, batch_size=batch_size)
     metrics = {"checkpoint_step": run.step, "split": split, **metrics}
-    out = Path(out_dir) if out_dir else workdir / "eval" / f"{split}-{checkpoint}"
     if jax.process_index() == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        # each file whole or not at all, metrics.json last: an interrupted write never leaves new metrics
+        # beside old predictions
         rows = evaluation.prediction_rows(outputs, run.class_names, run.info.lighting_names)
-        (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_atomic(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         fig = fig_lib.confusion_figure(metrics["confusion"], run.class_names, f"{split}, step {run.step}")
         fig_lib.save(fig, out / "confusion.png")
+        write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         metrics["out_dir"] = str(out)
         if verbose:
             print(format_tables(metrics))
@@ -89,11 +105,13 @@ def format_tables(m: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_jax.evaluate", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m fer_jax.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--workdir", required=True, nargs="+", help="training run directory (several: evaluated in turn)"
     )
-    parser.add_argument("--checkpoint", default="best", help="best (default), latest or a step number")
+    parser.add_argument(
+        "--checkpoint", default="best", type=checkpoint_arg, help="best (default), latest or a step number"
+    )
     parser.add_argument("--split", default=None, help="data split (default: the config's eval split)")
     parser.add_argument(
         "--passes", type=int, default=None, help="stochastic passes to average (default: config)"
@@ -121,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 out_dir=args.out,
             )
+        except KeyboardInterrupt:  # the files of an earlier evaluation stay whole (atomic writes)
+            return interrupted(f"while evaluating {workdir}")
         except Exception as e:  # one line for the user, no traceback
             print(f"error: {workdir}: {one_line(e, with_type=True)}", file=sys.stderr)
             return EXIT_FAILURE

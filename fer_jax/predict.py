@@ -22,7 +22,6 @@ is 1 when any input failed (2 on bad usage). Library use:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fer_jax.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, one_line
+from fer_jax.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Parser, checkpoint_arg, interrupted, one_line
 from fer_jax.data.constants import SEE_FPS
 from fer_jax.training.run import Run
 
@@ -112,8 +111,9 @@ def _as_stored(record: dict) -> dict:
     return out
 
 
-def _face_landmarks(frames: list[np.ndarray], settings, landmarks: Path | None) -> np.ndarray | None:
-    """The landmarks the builder would have used for this input (see the module docstring)."""
+def _face_landmarks(frames, settings, landmarks: Path | None) -> np.ndarray | None:
+    """The landmarks the builder would have used for this input (see the module docstring). ``frames``:
+    the clip (a ``StreamedClip``: ``lbf:`` iterates it once; ``file:`` needs only its length)."""
     from fer_jax.preprocess.clip import face_landmarks
     from fer_jax.preprocess.landmarks import load_landmark_file
 
@@ -132,7 +132,12 @@ def _face_landmarks(frames: list[np.ndarray], settings, landmarks: Path | None) 
 
 
 def _record(path: Path, run: Run, *, landmarks: Path | None = None) -> dict:
-    """Builds the record the shard builder would have stored for this input."""
+    """Builds the record the shard builder would have stored for this input.
+
+    Memory is bounded whatever the input's length: only the frames the record needs are held (the kept
+    ones, their predecessors for simulated events, frame 0); per-frame landmarks and simulated events are
+    computed while the frames stream past (``video.StreamedClip``, ``events.EventSimulator``).
+    """
     from fer_jax.preprocess.clip import (
         EyeRecordSettings,
         FaceRecordSettings,
@@ -143,12 +148,13 @@ def _record(path: Path, run: Run, *, landmarks: Path | None = None) -> dict:
     prep = dict(run.info.preprocessing)
     if run.config.data.dataset == "dfew":
         settings = FaceRecordSettings.from_manifest(prep)
-        # as the builder: every frame only where events or per-frame landmarks need them (same pixels:
-        # the kept frames are the same sample_indices either way)
-        need_all = settings.simulate_events or settings.per_frame_landmarks
-        frames = _frames(path, num_frames=None if need_all else int(settings.frames) or None)
-        lms = _face_landmarks(frames, settings, landmarks)
-        return _as_stored(make_face_record(frames, settings, landmarks=lms))
+        if not (settings.simulate_events or settings.per_frame_landmarks):
+            # the builder, too, decoded only the kept frames (same pixels: the same sample_indices)
+            frames = _frames(path, num_frames=int(settings.frames) or None)
+            return _as_stored(make_face_record(frames, settings))
+        clip = _face_clip(path, settings)
+        lms = _face_landmarks(clip, settings, landmarks)  # lbf: one streaming pass over every frame
+        return _as_stored(make_face_record(clip.load(), settings, landmarks=lms))
     # SEE / DSEE: RGB + event frames of one eye
     settings = EyeRecordSettings.from_manifest(prep)
     if settings.events != "frames":
@@ -157,13 +163,105 @@ def _record(path: Path, run: Run, *, landmarks: Path | None = None) -> dict:
         )
     sibling = _see_event_sibling(path)
     if path.is_dir() and (path / "frame").is_dir() and (path / "event").is_dir():
-        rgb, event = _frames(path / "frame", "frame folder"), _frames(path / "event", "event folder")
+        rgb, event = _eye_pair(path / "frame", path / "event", settings)
     elif sibling is not None:  # SEE layout: SEE/frame/<emotion>/<seq> pairs with SEE/event/<emotion>/<seq>
-        rgb, event = _frames(path, "frame folder"), _frames(sibling, "event folder")
+        rgb, event = _eye_pair(path, sibling, settings)
     else:
-        rgb = _frames(path)
-        event = _simulated_event_frames(rgb)
+        rgb, event = _simulated_eye_clip(path, settings)
     return _as_stored(make_eye_record(rgb, event, settings))
+
+
+def _face_clip(path: Path, settings):
+    """The input as a ``StreamedClip`` holding what ``make_face_record`` indexes: the kept frames, frame 0
+    (its size) and, with simulated events, each kept frame's predecessor."""
+    from fer_jax.preprocess.frames import sample_indices
+    from fer_jax.preprocess.video import StreamedClip, frame_count
+
+    _exists(path)
+    n = frame_count(path)
+    idx = sample_indices(n, int(settings.frames)).tolist()
+    keep = {0, *idx}
+    if settings.simulate_events:
+        keep |= {max(i - 1, 0) for i in idx}
+    return StreamedClip(path, keep, length=n)
+
+
+def _exists(path: Path, what: str = "input") -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+
+
+def _eye_indices(n: int, settings) -> list[int]:
+    """The positions ``prepare_eye_clip`` keeps of a sequence of ``n`` (``frames`` 0: all)."""
+    from fer_jax.preprocess.frames import sample_indices
+
+    return list(range(n)) if int(settings.frames) == 0 else sample_indices(n, int(settings.frames)).tolist()
+
+
+def _eye_pair(rgb_dir: Path, event_dir: Path, settings):
+    """A SEE sequence's RGB and event frame folders, decoding only the frames the record keeps (frame k
+    pairs with event k; the shorter folder decides the length, as in ``prepare_eye_clip``)."""
+    from fer_jax.preprocess.video import StreamedClip, frame_count
+
+    _exists(rgb_dir, "frame folder")
+    _exists(event_dir, "event folder")
+    n_rgb, n_event = frame_count(rgb_dir), frame_count(event_dir)
+    keep = _eye_indices(min(n_rgb, n_event), settings)
+    return (StreamedClip(rgb_dir, keep, length=n_rgb).load(),
+            StreamedClip(event_dir, keep, length=n_event).load())  # fmt: skip
+
+
+class _HeldFrames(dict):
+    """``{index: frame}`` that a record builder indexes like a list of ``length`` frames."""
+
+    def __init__(self, length: int):
+        super().__init__()
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def _simulated_eye_clip(path: Path, settings):
+    """Plain RGB input of a SEE-style run: the kept RGB frames and SEE-style event frames simulated from
+    every RGB frame, streamed (``events.EventSimulator``: one frame of state, not the whole clip).
+
+    The event frame of frame i holds the events in ``[t[i-1], t[i] + 1e-9)`` (frame 0: ``[t0, t0 + 1e-9)``),
+    t = frame index / SEE_FPS. Those events lie in the intervals ending at frames i-1, i and i+1, so frame
+    i is drawn once frame i+1 is simulated, from the last three intervals' events only.
+    """
+    import cv2
+
+    from fer_jax.preprocess import events as ev
+    from fer_jax.preprocess.video import StreamedClip, frame_count
+
+    _exists(path)
+    n = frame_count(path)
+    keep = set(_eye_indices(n, settings))
+    rgb = StreamedClip(path, keep, length=n)
+    event = _HeldFrames(n)
+    chunks: dict[int, np.ndarray] = {0: ev.empty_events()}  # events of the interval ending at frame k
+    sim, h, w = None, 0, 0
+
+    def draw(i: int) -> np.ndarray:
+        near = np.concatenate([chunks[k] for k in (i - 1, i, i + 1) if k in chunks])
+        return ev.events_to_frame(near, height=h, width=w, t_start=max(i - 1, 0) / SEE_FPS,
+                                  t_end=i / SEE_FPS + 1e-9)  # fmt: skip
+
+    for i, frame in enumerate(rgb):
+        log = ev.log_intensity(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+        if sim is None:
+            sim, (h, w) = ev.EventSimulator(log, 0.0), log.shape
+            continue
+        chunks[i] = sim.step(log, i / SEE_FPS)
+        if i - 1 in keep:
+            event[i - 1] = draw(i - 1)
+        chunks.pop(i - 2, None)
+    if n < 2:
+        event[0] = np.full((h, w, 3), 128, np.uint8)  # no second frame: no events
+    elif n - 1 in keep:
+        event[n - 1] = draw(n - 1)
+    return rgb.load(), event
 
 
 def _see_event_sibling(path: Path) -> Path | None:
@@ -176,7 +274,8 @@ def _see_event_sibling(path: Path) -> Path | None:
 
 
 def _simulated_event_frames(rgb: list[np.ndarray]) -> list[np.ndarray]:
-    """SEE-style event frames simulated from RGB frames (for inputs without an event camera)."""
+    """SEE-style event frames simulated from all RGB frames at once (the reference the streamed
+    ``_simulated_eye_clip`` is tested against)."""
     import cv2
 
     from fer_jax.preprocess import events as ev
@@ -208,10 +307,12 @@ def _landmark_file(option: str | None, item: str, count: int) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_jax.predict", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m fer_jax.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="training run directory")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or frame folders")
-    parser.add_argument("--checkpoint", default="best", help="best (default), latest or a step number")
+    parser.add_argument(
+        "--checkpoint", default="best", type=checkpoint_arg, help="best (default), latest or a step number"
+    )
     parser.add_argument(
         "--landmarks",
         default=None,
@@ -225,14 +326,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, "error: --landmarks FILE takes one INPUT; give a folder for several\n")
     try:
         predictor = Predictor(args.workdir, args.checkpoint)
+    except KeyboardInterrupt:
+        return interrupted("while loading the run")
     except Exception as e:
         print(f"error: {one_line(e, with_type=True)}", file=sys.stderr)
         return EXIT_FAILURE
+    for note in predictor.run.notes:  # an unreadable newest checkpoint was skipped: say which step is used
+        print(f"note: {note}", file=sys.stderr)
     failed = 0
     for item in args.inputs:
         try:
             lm = _landmark_file(args.landmarks, item, len(args.inputs))
             details = predictor.predict_details(item, landmarks=lm)
+        except KeyboardInterrupt:  # the inputs answered so far are printed; no traceback
+            return interrupted(f"at {item}")
         except Exception as e:  # one line per bad input; keep going with the others
             failed += 1
             print(f"error: {item}: {one_line(e, with_type=True)}", file=sys.stderr)

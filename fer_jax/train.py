@@ -8,13 +8,14 @@ SIGINT / SIGTERM (a checkpoint was saved first).
 
 from __future__ import annotations
 
+import ast
 import signal
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fer_jax.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, one_line
+from fer_jax.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, check_output_dir, one_line
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file, e.g. configs/dfew.py")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: config, checkpoints, logs, figures")
@@ -30,8 +31,39 @@ def _parse(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except Exception as e:  # flags.Error, or the config file's own failure (missing get_config, bad override)
-        print(f"error: {one_line(e, with_type=True, last=True)}", file=sys.stderr)
+        print(f"error: {_config_error(e, _config_arg(argv))}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+def _config_arg(argv: list[str]) -> str | None:
+    """The ``--config`` file named on the command line (flags are not parsed yet when parsing fails)."""
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _config_error(e: BaseException, name: str | None = None) -> str:
+    """One line for a config that does not load: names the file; an override of an unknown field
+    (ml_collections quotes its message) reads as text."""
+    text = str(e)
+    if isinstance(e, AttributeError | KeyError) and text[:1] in "'\"":
+        try:  # ml_collections raises AttributeError(repr(message)) for unknown fields
+            text = str(ast.literal_eval(text))
+        except (ValueError, SyntaxError):
+            pass
+        lines = [ln.strip().strip("'") for ln in text.splitlines() if ln.strip()]
+        if lines:
+            return f"no config field {lines[0]!r}" + (f": {lines[-1]}" if len(lines) > 1 else "")
+    line = one_line(e, with_type=True, last=True)
+    if name is None:
+        try:
+            name = config_flags.get_config_filename(flags.FLAGS["config"])
+        except Exception:  # noqa: BLE001 (no --config given: the message alone)
+            name = None
+    return f"--config {name}: {line}" if name and name not in line else line
 
 
 def _interrupted_at_start() -> int:
@@ -51,10 +83,15 @@ def main(argv: list[str]) -> int:
         config = _CONFIG.value
         config.get("model")  # config_flags reports a missing file lazily, on first attribute access
     except Exception as e:
-        print(f"error: {one_line(e, with_type=True, last=True)}", file=sys.stderr)
+        print(f"error: {_config_error(e)}", file=sys.stderr)
         return EXIT_USAGE
     if config is None or not _WORKDIR.value:
         print("error: --config and --workdir are required (see --help)", file=sys.stderr)
+        return EXIT_USAGE
+    try:  # a workdir that is a file would fail only after the data was read and the model built
+        check_output_dir(_WORKDIR.value, "--workdir")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
         from fer_jax.training.loop import NonFiniteLossError, train

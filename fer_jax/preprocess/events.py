@@ -85,7 +85,8 @@ def simulate_events(
     intensity is linearly interpolated; every crossing of reference +/- threshold emits an event at the
     interpolated crossing time and moves the reference by one threshold, so one interval can hold several
     events per pixel. The reference advances over all crossings, also those dropped by the refractory
-    period (the pixel loses them, it does not catch up later).
+    period (the pixel loses them, it does not catch up later). ``EventSimulator`` is the same simulation
+    fed one frame at a time (a long video never held whole).
     """
     L = np.asarray(log_frames, dtype=np.float64)
     ts = np.asarray(timestamps, dtype=np.float64)
@@ -95,26 +96,62 @@ def simulate_events(
         raise ValueError(f"timestamps must be ({L.shape[0]},), got shape {ts.shape}")
     if L.shape[0] > 1 and np.any(np.diff(ts) <= 0):
         raise ValueError("timestamps must be strictly increasing")
-    if contrast_threshold <= 0:
-        raise ValueError("contrast_threshold must be positive")
-    n, h, w = L.shape
-    rng = np.random.default_rng(seed)
-    min_c = 0.01  # thresholds drawn below this would make a pixel fire on noise of the float rounding
-    c_on = np.maximum(contrast_threshold + threshold_sigma * rng.standard_normal(h * w), min_c)
-    c_off = np.maximum(contrast_threshold + threshold_sigma * rng.standard_normal(h * w), min_c)
-    ref = L[0].reshape(-1).copy()
-    last_t = np.full(h * w, -np.inf)
-    c_min = min(c_on.min(), c_off.min())
-    chunks = []
-    for k in range(n - 1):
-        t0, t1 = ts[k], ts[k + 1]
-        l0, l1 = L[k].reshape(-1), L[k + 1].reshape(-1)
+    sim = EventSimulator(L[0], ts[0], contrast_threshold=contrast_threshold, threshold_sigma=threshold_sigma,
+                         refractory=refractory, noise_rate=noise_rate, seed=seed)  # fmt: skip
+    chunks = [sim.step(L[k + 1], ts[k + 1]) for k in range(L.shape[0] - 1)]
+    chunks = [c for c in chunks if c.size]
+    return np.concatenate(chunks) if chunks else empty_events()
+
+
+class EventSimulator:
+    """``simulate_events`` one frame at a time: ``step(log_frame, t)`` returns the events (sorted by time)
+    between the previous frame and this one; the per-pixel state (reference levels, thresholds, last event
+    times, the noise generator) is carried between calls, so the steps concatenated equal
+    ``simulate_events`` of all frames at once. Memory: O(H * W), whatever the number of frames."""
+
+    def __init__(
+        self,
+        first_log_frame: np.ndarray,
+        t0: float,
+        *,
+        contrast_threshold: float = 0.2,
+        threshold_sigma: float = 0.03,
+        refractory: float = 1e-3,
+        noise_rate: float = 0.0,
+        seed: int = 0,
+    ):
+        if contrast_threshold <= 0:
+            raise ValueError("contrast_threshold must be positive")
+        first = np.asarray(first_log_frame, dtype=np.float64)
+        if first.ndim != 2:
+            raise ValueError(f"a log frame must be (H, W), got shape {first.shape}")
+        self.height, self.width = h, w = first.shape
+        self.refractory, self.noise_rate = float(refractory), float(noise_rate)
+        self.rng = np.random.default_rng(seed)
+        min_c = 0.01  # thresholds drawn below this would make a pixel fire on noise of the float rounding
+        self.c_on = np.maximum(contrast_threshold + threshold_sigma * self.rng.standard_normal(h * w), min_c)
+        self.c_off = np.maximum(contrast_threshold + threshold_sigma * self.rng.standard_normal(h * w), min_c)
+        self.c_min = min(self.c_on.min(), self.c_off.min())
+        self.ref = first.reshape(-1).copy()
+        self.last_t = np.full(h * w, -np.inf)
+        self.prev, self.t = first.reshape(-1), float(t0)
+
+    def step(self, log_frame: np.ndarray, t: float) -> np.ndarray:
+        """Events between the previous frame and ``log_frame`` at time ``t`` (> the previous time)."""
+        l1 = np.asarray(log_frame, dtype=np.float64)
+        if l1.shape != (self.height, self.width):
+            raise ValueError(f"log frame of shape {l1.shape}, expected {(self.height, self.width)}")
+        t0, t1 = self.t, float(t)
+        if not t1 > t0:
+            raise ValueError("timestamps must be strictly increasing")
+        w, ref, last_t, refractory = self.width, self.ref, self.last_t, self.refractory
+        l0, l1 = self.prev, l1.reshape(-1)
         parts = []
-        cand = np.flatnonzero(np.abs(l1 - ref) >= c_min)  # most pixels do not fire: work on the few
+        cand = np.flatnonzero(np.abs(l1 - ref) >= self.c_min)  # most pixels do not fire: work on the few
         if cand.size:
             d = l1[cand] - ref[cand]
             sign = np.where(d > 0, 1, -1)
-            c = np.where(d > 0, c_on[cand], c_off[cand])
+            c = np.where(d > 0, self.c_on[cand], self.c_off[cand])
             cnt = np.floor(np.abs(d) / c).astype(np.int64)
             dl = l1[cand] - l0[cand]
             # sign * dl > 0 holds whenever a crossing happens (the reference stays within one threshold
@@ -143,18 +180,20 @@ def simulate_events(
                     last_t[pix[kj[is_last]]] = kt[is_last]
             kp = pix[j[keep]]
             parts.append(make_events(te[keep], kp % w, kp // w, sign[j[keep]]))
-        if noise_rate > 0:
-            m = rng.poisson(noise_rate * h * w * (t1 - t0))
-            npix = rng.integers(0, h * w, m)
+        if self.noise_rate > 0:
+            rng, hw = self.rng, self.height * self.width
+            m = rng.poisson(self.noise_rate * hw * (t1 - t0))
+            npix = rng.integers(0, hw, m)
             parts.append(
                 make_events(
                     rng.uniform(t0, t1, m), npix % w, npix // w, rng.choice(np.array([-1, 1], np.int8), m)
                 )
             )
-        if parts:
-            ev = np.concatenate(parts)
-            chunks.append(ev[np.argsort(ev["t"], kind="stable")])
-    return np.concatenate(chunks) if chunks else empty_events()
+        self.prev, self.t = l1, t1
+        if not parts:
+            return empty_events()
+        ev = np.concatenate(parts)
+        return ev[np.argsort(ev["t"], kind="stable")]
 
 
 # ----------------------------------------------------------------------------------------------------------

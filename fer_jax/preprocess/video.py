@@ -2,13 +2,17 @@
 
 Every failure raises ``ValueError`` with a one-line reason that names the file (the builders record it as
 the skip reason; predict prints it), so a broken input never becomes a silently wrong example.
+
+Streaming (``frame_count``, ``iter_frames``, ``StreamedClip``): a long video is read one frame at a time
+and only the frames a record needs are held, so memory does not grow with the clip's length.
 """
 
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -130,6 +134,163 @@ def read_frames(path: str | os.PathLike, *, num_frames: int | None = None, hashe
     if path.suffix.lower() not in VIDEO_EXTENSIONS:
         raise ValueError(f"unknown video type {path.suffix!r} for {path}")
     return _read_video(path, num_frames, hasher)
+
+
+def _check_source(path: Path) -> None:
+    if not path.exists():
+        raise ValueError(f"no such video or frame folder {path}")
+    if not path.is_dir() and path.suffix.lower() not in (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS):
+        raise ValueError(f"unknown video type {path.suffix!r} for {path}")
+
+
+def frame_count(path: str | os.PathLike) -> int:
+    """The number of frames ``read_frames(path)`` returns, without decoding them (a video's frames are
+    counted by grabbing: the container's count is unreliable). ``ValueError`` on an empty input."""
+    path = Path(path)
+    _check_source(path)
+    if path.is_dir():
+        n = len(list_frame_files(path))
+        if n == 0:
+            raise ValueError(f"no image files in {path}")
+        return n
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return 1
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ValueError(f"unreadable video {path}")
+        n = 0
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    if n == 0:
+        raise ValueError(f"no decodable frames in video {path}")
+    return n
+
+
+def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """The frames of ``read_frames(path)`` (same pixels, same checks), decoded one at a time."""
+    path = Path(path)
+    _check_source(path)
+    if path.is_dir():
+        files = list_frame_files(path)
+        if not files:
+            raise ValueError(f"no image files in {path}")
+        shape = None
+        for f in files:
+            frame = decode_image(f.read_bytes(), str(f))
+            if shape is not None and frame.shape != shape:
+                raise ValueError(f"frames of different sizes {sorted({shape, frame.shape})} in {path}")
+            shape = frame.shape
+            yield frame
+        return
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        yield decode_image(path.read_bytes(), str(path))
+        return
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ValueError(f"unreadable video {path}")
+        i = 0
+        while cap.grab():
+            ok, bgr = cap.retrieve()
+            if not ok or bgr is None:
+                raise ValueError(f"frame {i} of video {path} does not decode")
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            i += 1
+        if i == 0:
+            raise ValueError(f"no decodable frames in video {path}")
+    finally:
+        cap.release()
+
+
+def read_kept(path: str | os.PathLike, keep: Iterable[int]) -> dict[int, np.ndarray]:
+    """``{index: frame}`` of the frames ``keep`` names, decoding only those (a folder's other files are
+    not read; a video's other frames are grabbed, not decoded)."""
+    path = Path(path)
+    _check_source(path)
+    wanted = sorted(set(int(i) for i in keep))
+    if path.is_dir():
+        files = list_frame_files(path)
+        if not files:
+            raise ValueError(f"no image files in {path}")
+        if wanted and (wanted[0] < 0 or wanted[-1] >= len(files)):
+            raise ValueError(f"frame {wanted[-1]} asked of {path}, which has {len(files)}")
+        out = {i: decode_image(files[i].read_bytes(), str(files[i])) for i in wanted}
+        shapes = {f.shape for f in out.values()}
+        if len(shapes) > 1:
+            raise ValueError(f"frames of different sizes {sorted(shapes)} in {path}")
+        return out
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        frame = decode_image(path.read_bytes(), str(path))
+        return {i: frame for i in wanted}
+    out, want = {}, set(wanted)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ValueError(f"unreadable video {path}")
+        i = 0
+        while len(out) < len(want) and cap.grab():
+            if i in want:
+                ok, bgr = cap.retrieve()
+                if not ok or bgr is None:
+                    raise ValueError(f"frame {i} of video {path} does not decode")
+                out[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            i += 1
+    finally:
+        cap.release()
+    if len(out) < len(want):
+        raise ValueError(f"video {path} ended before frame {max(want - set(out))}")
+    return out
+
+
+class StreamedClip(Sequence):
+    """A clip of ``len(clip)`` frames that holds only the frames ``keep`` names: what a record builder
+    indexes (``clip[i]``), filled either by one streaming pass (iterating the clip decodes every frame once,
+    for consumers that need all of them, e.g. per-frame landmarks, and keeps the named ones) or by
+    ``load()`` (decodes only the named ones). Indexing a frame that is not kept raises ``IndexError``.
+
+    Attributes: ``path``, ``keep`` (set of indices), ``held`` (``{index: (H, W, 3) uint8}``).
+    """
+
+    def __init__(self, path: str | os.PathLike, keep: Iterable[int], *, length: int | None = None):
+        self.path = Path(path)
+        self.length = frame_count(self.path) if length is None else int(length)
+        self.keep = {int(i) for i in keep}
+        if self.keep and (min(self.keep) < 0 or max(self.keep) >= self.length):
+            raise ValueError(f"kept frames {sorted(self.keep)} outside the {self.length} of {self.path}")
+        self.held: dict[int, np.ndarray] = {}
+        self.complete = False
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        n = 0
+        for i, frame in enumerate(iter_frames(self.path)):
+            if i in self.keep:
+                self.held[i] = frame
+            n += 1
+            yield frame
+        if n != self.length:
+            raise ValueError(f"{self.path}: decoded {n} frames, counted {self.length}")
+        self.complete = True
+
+    def load(self) -> StreamedClip:
+        """Decodes the kept frames not held yet (only those); returns the clip."""
+        if not self.complete:
+            self.held.update(read_kept(self.path, self.keep - set(self.held)))
+            self.complete = True
+        return self
+
+    def __getitem__(self, i):  # type: ignore[override]
+        i = operator.index(i)
+        if i < 0:
+            i += self.length
+        if i not in self.held:
+            raise IndexError(f"frame {i} of {self.path} is not held (kept: {sorted(self.keep)})")
+        return self.held[i]
 
 
 def checksum_files(paths: Sequence[str | os.PathLike]) -> str:

@@ -27,6 +27,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from fer_jax.cli import read_json
 from fer_jax.data.info import DataInfo
 from fer_jax.models import registry
 from fer_jax.training import checkpoint as ckpt_lib
@@ -49,7 +50,7 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     path = Path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return ml_collections.ConfigDict(read_json(path, "the run's config"))  # a damaged file: one line
 
 
 def run_lengths(config: ml_collections.ConfigDict, num_train: int) -> dict[str, int]:
@@ -189,7 +190,7 @@ class Run:
     (``run_lengths``; training runs only), ``checkpoints`` (open for training runs, closed after restore),
     ``resumed`` (``(iter_state, meta)`` of the checkpoint a training run resumed from, else None),
     ``pretrained`` (backbone weight directories loaded on a fresh start), ``notes`` (one line per unreadable
-    checkpoint step that a resume skipped, for the caller to print).
+    checkpoint step that a resume, or a restore of ``latest``, skipped, for the caller to print).
     """
 
     config: ml_collections.ConfigDict
@@ -280,7 +281,7 @@ class Run:
         if data is not None:
             manifest = data.manifest(config)
         elif (workdir / "manifest.json").exists():
-            manifest = json.loads((workdir / "manifest.json").read_text())
+            manifest = read_json(workdir / "manifest.json", "the run's manifest")
         else:
             manifest = PipelineData().manifest(config)
         data = data or PipelineData()
@@ -294,10 +295,16 @@ class Run:
             defs, target, tx, schedule = build_model_and_state(
                 config, mesh, total_updates=1, updates_per_epoch=1, abstract=True
             )
-            state, _, _ = ckpts.restore(which, step, target)
+            notes: list[str] = []
+            if which == "latest" and str(checkpoint) in ("best", "latest"):
+                # as a resume: an unreadable newest step falls back to the previous kept one, with a note
+                # (nothing is renamed here: a restored run is read-only)
+                step, state, _, _, notes = ckpts.restore_latest_good("latest", target)
+            else:
+                state, _, _ = ckpts.restore(which, step, target)
         finally:
             ckpts.close()
-        return cls(config, workdir, info, data, mesh, defs, state, tx, schedule, step=int(step))
+        return cls(config, workdir, info, data, mesh, defs, state, tx, schedule, step=int(step), notes=notes)
 
     # -- model --------------------------------------------------------------------------------------------
     @cached_property
