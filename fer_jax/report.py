@@ -11,8 +11,8 @@ condition (the paper-2 finding that events help in low light).
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from fer_jax import seed_spread
-from fer_jax.cli import EXIT_USAGE, one_line
+from fer_jax.cli import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    Parser,
+    check_output_file,
+    interrupted,
+    one_line,
+    read_json,
+    write_atomic,
+)
 
 
 @dataclass(frozen=True)
@@ -37,9 +46,24 @@ class Target:
     @classmethod
     def parse(cls, text: str) -> Target:
         m = re.fullmatch(r"\s*([\w-]+)\.([\w.]+)\s*>=\s*([0-9.]+)\s*", text)
-        if not m:
-            raise ValueError(f"bad --target {text!r}: expected RUN.METRIC>=VALUE")
-        return cls(m.group(1), m.group(2), float(m.group(3)))
+        try:
+            threshold = float(m.group(3)) if m else math.nan
+        except ValueError:  # "0.8.1" matches the pattern but is no number
+            threshold = math.nan
+        if not m or not math.isfinite(threshold):
+            raise ValueError(f"bad --target {text!r}: expected RUN.METRIC>=VALUE, VALUE a number")
+        return cls(m.group(1), m.group(2), threshold)
+
+
+def read_metrics(workdir: Path, split: str = "test", checkpoint: str = "best") -> dict[str, Any]:
+    """The metrics ``evaluate`` wrote for ``split``/``checkpoint``; ``ValueError`` naming the file when it
+    is damaged (not JSON, not an object, no numeric ``war`` / ``uar``)."""
+    path = find_metrics(workdir, split, checkpoint)
+    m = read_json(path, "metrics file")
+    for key in ("war", "uar"):
+        if not isinstance(m.get(key), int | float):
+            raise ValueError(f"metrics file {path} has no number {key!r}: rerun fer_jax.evaluate")
+    return m
 
 
 def find_metrics(workdir: Path, split: str = "test", checkpoint: str = "best") -> Path:
@@ -112,8 +136,8 @@ def build_report(
     """Writes ``out`` (Markdown) and ``summary.json`` beside it; returns the summary. ``spread``: a
     ``benchmarks/demo_seeds.py`` JSON; this run's numbers are placed within it (``fer_jax.seed_spread``)."""
     out_dir = out.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {name: json.loads(find_metrics(wd, split, checkpoint).read_text()) for name, wd in runs.items()}
+    check_output_file(out)  # before anything is read or written
+    metrics = {name: read_metrics(wd, split, checkpoint) for name, wd in runs.items()}
     summary: dict[str, Any] = {
         "machine": machine_description(),
         "split": split,
@@ -226,8 +250,9 @@ def build_report(
         lines += [f"| {c} | {_pct(r)} |" for c, r in e["per_class"].items()]
         for caption, rel in _figures(Path(e["workdir"]), out_dir):
             lines += ["", f"![{name}: {caption}]({rel})"]
-    out.write_text("\n".join(lines) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)  # each file whole or not at all (an earlier report stays)
+    write_atomic(out, "\n".join(lines) + "\n")
+    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -262,15 +287,46 @@ def _parse_run(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
+def _parse_runs(texts: list[str]) -> dict[str, Path]:
+    """``--run`` values as ``{name: workdir}``; a name given twice is refused (the later one would
+    silently replace the earlier run in the report)."""
+    runs: dict[str, Path] = {}
+    for text in texts:
+        name, path = _parse_run(text)
+        if name in runs:
+            raise ValueError(f"--run {name} given twice ({runs[name]} and {path}); names must differ")
+        runs[name] = path
+    return runs
+
+
 def _parse_comparison(text: str) -> tuple[str, str, str, float]:
     parts = text.split(",")
+    bad = f"bad --compare-lighting {text!r}: expected RUN_A,RUN_B,CONDITION,MARGIN (MARGIN a number)"
     if len(parts) != 4:
-        raise ValueError(f"bad --compare-lighting {text!r}: expected RUN_A,RUN_B,CONDITION,MARGIN")
-    return parts[0], parts[1], parts[2], float(parts[3])
+        raise ValueError(bad)
+    try:
+        margin = float(parts[3])
+    except ValueError:
+        raise ValueError(bad) from None
+    if not math.isfinite(margin):
+        raise ValueError(bad)
+    return parts[0], parts[1], parts[2], margin
+
+
+def _check_time_flags(started: float | None, max_minutes: float | None, now: float) -> None:
+    """``--max-minutes`` needs ``--started`` (alone it was silently ignored); both finite, the limit
+    positive, the start not in the future."""
+    if max_minutes is not None:
+        if started is None:
+            raise ValueError("--max-minutes needs --started (the UNIX time the whole run started)")
+        if not (math.isfinite(max_minutes) and max_minutes > 0):
+            raise ValueError(f"--max-minutes must be a positive number, got {max_minutes}")
+    if started is not None and not (math.isfinite(started) and 0 < started <= now + 60):
+        raise ValueError(f"--started {started} is not a UNIX time in the past (e.g. $(date +%s))")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_jax.report", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m fer_jax.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="report path, e.g. runs/demo/report.md")
     parser.add_argument("--run", action="append", default=[], help="NAME=WORKDIR (repeat)")
     parser.add_argument("--split", default="test")
@@ -297,10 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         help="benchmarks/demo_seeds.py JSON: place this run within the seeds' spread",
     )
     args = parser.parse_args(argv)
+    now = time.time()
     try:
         if not args.run:
             raise ValueError("give at least one --run NAME=WORKDIR")
-        runs = dict(_parse_run(r) for r in args.run)
+        runs = _parse_runs(args.run)
+        _check_time_flags(args.started, args.max_minutes, now)
         summary = build_report(
             runs,
             out=Path(args.out),
@@ -308,14 +366,19 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=args.checkpoint,
             targets=[Target.parse(t) for t in args.target],
             lighting_comparisons=[_parse_comparison(c) for c in args.compare_lighting],
-            elapsed_s=None if args.started is None else time.time() - args.started,
+            elapsed_s=None if args.started is None else now - args.started,
             max_minutes=args.max_minutes,
             title=args.title,
             spread=args.spread,
         )
-    except (ValueError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+    except KeyboardInterrupt:
+        return interrupted("while writing the report")
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # the report could not be written (disk full, permissions)
+        print(f"error: {one_line(e, with_type=True)}", file=sys.stderr)
+        return EXIT_FAILURE
     print(format_summary(summary))
     print(f"wrote {args.out} and {Path(args.out).parent / 'summary.json'}")
     return 0

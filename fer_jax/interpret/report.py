@@ -163,6 +163,7 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
                 preds[idx] = int(outs["pred"][row])
     outputs = {k: np.concatenate(v) for k, v in chunks.items()}
     notes = [f"checkpoint step {run.step}, split {split}, {len(outputs.get('label', []))} examples"]
+    notes[:0] = run.notes  # an unreadable newest checkpoint that restoring `latest` skipped
     usage = expert_usage(outputs, class_names)
     if usage is None:
         notes.append("expert usage skipped: the model reports no stats['expert_weights']")
