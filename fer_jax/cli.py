@@ -107,7 +107,11 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder; give a file path such as {path / 'report.md'}")
-    check_output_dir(path.parent, flag=f"{flag} {path}: its folder")
+    for p in path.parents:
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"{flag} {path} lies inside {p}, which is a file; give a path in a folder")
+            break
     return path
 
 

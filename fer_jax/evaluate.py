@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, "error: --batch-size must be >= 1\n")
     if args.out and len(args.workdir) > 1:
         parser.exit(EXIT_USAGE, "error: --out takes one --workdir\n")
+    if args.out:
+        try:  # refused before any run is restored and evaluated
+            check_output_dir(args.out)
+        except ValueError as e:
+            parser.exit(EXIT_USAGE, f"error: {e}\n")
     # several runs in one process: the imports and the XLA client start once
     for workdir in args.workdir:
         try:

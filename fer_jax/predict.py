@@ -117,10 +117,10 @@ def _face_landmarks(frames, settings, landmarks: Path | None) -> np.ndarray | No
     from fer_jax.preprocess.clip import face_landmarks
     from fer_jax.preprocess.landmarks import load_landmark_file
 
-    if settings.landmarks.startswith("lbf:"):
-        return face_landmarks(frames, settings)[0]
     if not settings.landmarks.startswith("file:"):
-        return None  # template / none builds: per-frame landmarks were never used
+        # a landmark model (lbf:) runs on every frame as the builder's did, streamed; template / none
+        # builds never used per-frame landmarks
+        return face_landmarks(frames, settings)[0] if settings.per_frame_landmarks else None
     if landmarks is not None:
         return load_landmark_file(landmarks, num_frames=len(frames))
     if settings.align == "landmarks":
