@@ -67,15 +67,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--landmarks",
-        default="template",
-        help="dfew landmark source: none | template | file:DIR (<id>.npy, default DIR under --root) | lbf:MODEL",
+        default="auto",
+        help="dfew landmark source: auto | dlib | none | template | file:DIR (<id>.npy, default DIR under "
+        "--root) | lbf:MODEL | dlib:MODEL; auto = dlib where installed (pip install 'fer_jax[landmarks]'), "
+        "else the template with a warning (a constant: no landmark mask, no AU analysis)",
     )
     p.add_argument(
         "--align",
         default="auto",
         choices=("auto", "detector", "landmarks"),
         help="dfew face alignment: Haar detector per frame, or a similarity fit of the landmarks onto the "
-        "template (much faster, steadier); auto = landmarks with file:/lbf: landmarks, else detector",
+        "template (much faster, steadier); auto = landmarks with file:/lbf:/dlib landmarks, else detector",
     )
     p.add_argument(
         "--source", default="auto", choices=("auto", "frames", "video", "frames16"), help="dfew clip source"
@@ -114,9 +116,25 @@ def _settings(a: argparse.Namespace) -> dict:
         raise UsageError(f"--max-skip must be a fraction in [0, 1], got {a.max_skip}")
     if a.bins < 1:
         raise UsageError(f"--bins must be >= 1, got {a.bins}")
-    lm = a.landmarks
-    if lm not in ("none", "template") and not lm.startswith(("file:", "lbf:")):
-        raise UsageError(f"--landmarks must be none, template, file:DIR or lbf:MODEL, got {lm!r}")
+    lm, lm_warning = a.landmarks, None
+    if lm == "auto" and a.dataset == "dfew":
+        from fer_jax.preprocess import dlib_landmarks
+
+        if dlib_landmarks.available():
+            lm = "dlib"
+        else:
+            lm = "template"
+            lm_warning = (
+                "dlib is not installed, so every frame stores the same template landmarks: the landmark "
+                "mask is a fixed prior and AU analysis is unavailable; "
+                f"{dlib_landmarks.INSTALL_HINT} or give --landmarks file:DIR"
+            )
+    elif lm == "auto":
+        lm = "template"  # see/dsee store no landmarks
+    if lm not in ("none", "template", "dlib") and not lm.startswith(("file:", "lbf:", "dlib:")):
+        raise UsageError(
+            f"--landmarks must be auto, dlib, none, template, file:DIR, lbf:MODEL or dlib:MODEL, got {lm!r}"
+        )
     if lm == "file:":
         lm = "file:landmarks"
     if lm.startswith("file:"):
@@ -130,12 +148,25 @@ def _settings(a: argparse.Namespace) -> dict:
             LBFLandmarker(lm[4:])
         except ValueError as e:
             raise UsageError(str(e)) from e
+    if lm == "dlib" or lm.startswith("dlib:"):
+        from fer_jax.preprocess import dlib_landmarks
+
+        try:
+            if lm == "dlib":
+                dlib_landmarks.model_path()
+            elif not Path(lm[5:]).is_file():
+                raise ValueError(f"no dlib shape-predictor file at {lm[5:]}")
+            if not dlib_landmarks.available():
+                raise ValueError(f"--landmarks dlib needs dlib: {dlib_landmarks.INSTALL_HINT}")
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+    per_frame = lm.startswith(("file:", "lbf:", "dlib"))
     align = a.align
     if align == "auto":
-        align = "landmarks" if lm.startswith(("file:", "lbf:")) else "detector"
-    if align == "landmarks" and not lm.startswith(("file:", "lbf:")):
+        align = "landmarks" if per_frame else "detector"
+    if align == "landmarks" and not per_frame:
         raise UsageError(
-            f"--align landmarks needs per-frame landmarks (--landmarks file:DIR or lbf:MODEL), got {lm}"
+            f"--align landmarks needs per-frame landmarks (--landmarks dlib, file:DIR or lbf:MODEL), got {lm}"
         )
     s = {
         "dataset": a.dataset,
@@ -153,6 +184,8 @@ def _settings(a: argparse.Namespace) -> dict:
             simulate_events=a.simulate_events,
             enhance=not a.no_enhance,
         )
+        if lm_warning:  # recorded in the manifest's preprocessing block, and said loudly
+            s["landmarks_warning"] = lm_warning
     else:
         if a.simulate_events:
             raise UsageError("--simulate-events is for datasets without events (dfew)")
@@ -337,8 +370,14 @@ def _manifest(settings, names, plan, results, layout_skips, label_files, root: P
     return m
 
 
+def _warn_landmarks(settings: dict) -> None:
+    if settings.get("landmarks_warning"):
+        print(f"WARNING: --landmarks template: {settings['landmarks_warning']}", file=sys.stderr)
+
+
 def build(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _warn_landmarks(settings)
     root, out = Path(args.root), Path(args.out)
     _check_paths(root, out)
     replace_old = False
@@ -414,6 +453,7 @@ def build(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     print(_summary(out, manifest, time.perf_counter() - t0))
+    _warn_landmarks(settings)  # again after the progress output, where it is seen
     empty = [s for s in ("train", "test") if not manifest["num_examples"].get(s)]
     if empty:  # trains or evaluates on nothing later: say it now, where the cause is visible
         print(f"warning: {out} has an empty {' and '.join(empty)} split", file=sys.stderr)

