@@ -55,6 +55,7 @@ __all__ = [
     "save_converted",
 ]
 
+MCO_ARCH = "mco_e_net_reference"  # the authors' MCO-E Net state dict (fer_jax.convert.mco)
 META_FILE = "meta.json"
 STATE_DIR = "state"
 FORMAT_VERSION = 1
@@ -198,8 +199,17 @@ def _weights_state(module: nnx.Module) -> dict[str, nnx.Variable]:
     return {".".join(map(str, path)): var for path, var in flat}
 
 
-def save_converted(model: nnx.Module, out_dir: str | os.PathLike, *, arch: str, source: str = "") -> Path:
-    """Writes ``out_dir/state`` (orbax) and ``out_dir/meta.json``; ``out_dir`` must not hold a checkpoint."""
+def save_converted(
+    model: nnx.Module,
+    out_dir: str | os.PathLike,
+    *,
+    arch: str,
+    source: str = "",
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Writes ``out_dir/state`` (orbax) and ``out_dir/meta.json``; ``out_dir`` must not hold a checkpoint.
+
+    ``extra_meta`` joins meta.json (mco_e_net_reference: ``model``, its settings)."""
     import orbax.checkpoint as ocp
 
     out = Path(out_dir).absolute()
@@ -218,9 +228,10 @@ def save_converted(model: nnx.Module, out_dir: str | os.PathLike, *, arch: str, 
     meta = {
         "format": FORMAT_VERSION,
         "arch": arch,
-        "in_channels": int(model.in_channels),
-        "num_classes": model.num_classes,
+        "in_channels": int(getattr(model, "in_channels", 3)),
+        "num_classes": getattr(model, "num_classes", None),
         "source": source,
+        **(extra_meta or {}),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
@@ -235,7 +246,7 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
         raise ConversionError(f"{directory} is not a converted checkpoint (no {META_FILE})") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ConversionError(f"cannot read {path}: {_one_line(exc)}") from None
-    if meta.get("format") != FORMAT_VERSION or meta.get("arch") not in ARCHS:
+    if meta.get("format") != FORMAT_VERSION or meta.get("arch") not in (*ARCHS, MCO_ARCH):
         raise ConversionError(
             f"{path}: unsupported format {meta.get('format')!r} / arch {meta.get('arch')!r}"
         )
@@ -283,10 +294,11 @@ def load_backbone_into(
     does. Anything else raises ``ConversionError`` listing the mismatches.
     """
     meta = read_meta(directory)
-    head = HEAD_MODULE[meta["arch"]] + "."
+    # a whole model (mco_e_net_reference) has no head or first conv of its own to treat apart
+    head = HEAD_MODULE.get(meta["arch"], "\0") + "."
     ckpt = _restore_flat(directory)
     own = _weights_state(module)
-    first = FIRST_CONV[meta["arch"]] + ".kernel"
+    first = FIRST_CONV.get(meta["arch"], "\0") + ".kernel"
     if adapt_in_channels and first in ckpt and first in own and ckpt[first].shape[2] == 3:
         n = int(own[first].shape[2])
         # HWIO -> OIHW for the shared rule, and back
@@ -307,7 +319,7 @@ def load_backbone_into(
         raise ConversionError(f"checkpoint {directory} does not fit the module{hint}: " + "; ".join(parts))
     for k, var in own.items():
         if k not in skipped:
-            var.set_value(jnp.asarray(ckpt[k], dtype=var[...].dtype))
+            var.set_value(jnp.asarray(ckpt[k], dtype=var.get_value().dtype))
     return module
 
 
@@ -318,6 +330,10 @@ def load_pretrained(arch: str, directory: str | os.PathLike, **model_kwargs: Any
     extractor (the checkpoint's head is dropped); another ``num_classes`` gets a new, randomly initialised
     head of that size (fine-tuning). ``rngs`` defaults to ``nnx.Rngs(0)``.
     """
+    if arch == MCO_ARCH:  # the authors' whole model; model_kwargs override its stored settings
+        from fer_jax.convert import mco
+
+        return mco.load(directory, **model_kwargs)
     meta = read_meta(directory)
     if arch != meta["arch"]:
         raise ConversionError(f"{directory} holds {meta['arch']} weights, not {arch}")

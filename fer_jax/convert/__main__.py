@@ -17,6 +17,7 @@ from pathlib import Path
 from fer_jax.cli import EXIT_FAILURE, EXIT_USAGE, Parser, check_output_dir, interrupted, one_line
 from fer_jax.convert import (
     ARCHS,
+    MCO_ARCH,
     META_FILE,
     STATE_DIR,
     ConversionError,
@@ -32,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Convert torchvision weights (.safetensors or .pth) into a fer_jax orbax checkpoint.",
         epilog="--in-channels N != 3 adapts the first conv: mean of the RGB filters, tiled to N, times 3/N.",
     )
-    parser.add_argument("--arch", required=True, choices=sorted(ARCHS), help="torchvision architecture")
+    parser.add_argument(
+        "--arch",
+        required=True,
+        choices=sorted((*ARCHS, MCO_ARCH)),
+        help=f"torchvision architecture, or {MCO_ARCH} (the authors' whole MCO-E Net state dict)",
+    )
     parser.add_argument("--weights", required=True, help="torchvision state dict (.safetensors or .pth)")
     parser.add_argument("--out", required=True, help="output directory (gets state/ and meta.json)")
     parser.add_argument("--in-channels", type=int, default=3, help="input channels of the port (default 3)")
@@ -47,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
            "meta": (out_path / META_FILE).exists()}  # fmt: skip
     try:
         state_dict = read_state_dict(args.weights)
+        if args.arch == MCO_ARCH:
+            return _convert_mco(state_dict, args)
         model = convert_state_dict(args.arch, state_dict, in_channels=args.in_channels)
         out = save_converted(model, args.out, arch=args.arch, source=str(args.weights))
     except KeyboardInterrupt:
@@ -62,6 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(exc, with_type=True)}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"wrote {args.arch} (in_channels={args.in_channels}, num_classes={model.num_classes}) to {out}")
+    return 0
+
+
+def _convert_mco(state_dict, args) -> int:
+    from fer_jax.convert import mco
+
+    if args.in_channels != 3:
+        raise ConversionError(f"--in-channels does not apply to {MCO_ARCH} (the file fixes its inputs)")
+    model, cfg, skipped = mco.convert_state_dict(state_dict)
+    extra = {"model": mco.settings_dict(cfg), "skipped": skipped}
+    out = save_converted(model, args.out, arch=MCO_ARCH, source=str(args.weights), extra_meta=extra)
+    print(f"skipped {len(skipped)} torch keys the official forward never reads: {', '.join(skipped)}")
+    print(f"wrote {MCO_ARCH} (d_model={cfg.d_model}, {cfg.moe.num_experts} experts) to {out}")
     return 0
 
 

@@ -190,7 +190,10 @@ class MCOENet(nnx.Module):
             self.backbones = nnx.Dict(
                 {
                     f"{m}_{pos}": resnet18(
-                        in_channels=in_ch[m], num_classes=cfg.backbone_classes, width=backbone_width, rngs=rngs
+                        in_channels=in_ch[m],
+                        num_classes=cfg.backbone_classes,
+                        width=backbone_width,
+                        rngs=rngs,
                     )
                     for m in self.modalities
                     for pos in ("first", "last")
@@ -276,7 +279,9 @@ class MCOENet(nnx.Module):
         else:  # Table 2 row E: "change the fusion method to feature addition"
             h = ys[0] + ys[1]
         if self.neck is not None:
-            h = self.neck_dropout(hce_moe.gelu_fn(self.gelu)(self.neck(h.reshape(h.shape[0], -1))))[:, None, :]
+            h = self.neck_dropout(hce_moe.gelu_fn(self.gelu)(self.neck(h.reshape(h.shape[0], -1))))[
+                :, None, :
+            ]
         aux = jnp.zeros((), jnp.float32)
         if self.head_kind == "moe":
             logits, moe_stats = self.head(h)

@@ -32,6 +32,7 @@ from flax import nnx
 _MODULES: dict[str, str] = {
     "mambafer": "fer_jax.models.mambafer",
     "mco_e_net": "fer_jax.models.mco_e_net",
+    "mco_e_net_reference": "fer_jax.models.mco_e_net_reference",
     "resnet18_lstm": "fer_jax.models.baselines",
     "resnet18_gru": "fer_jax.models.baselines",
     "r3d_18": "fer_jax.models.r3d",
