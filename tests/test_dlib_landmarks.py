@@ -137,3 +137,13 @@ def test_dlib_build_of_synthetic_faces(dfew_raw, tmp_path):
     no_face = [r for r in m["repaired"] if "dlib found no face" in r["reason"]]
     assert len(no_face) <= 2, no_face  # of 14 clips
     assert m["face_found_fraction"] > 0.7
+
+
+def test_predict_runs_dlib_like_the_builder():
+    """A run built with --landmarks dlib gets dlib's landmarks at predict time too (the same dispatch)."""
+    from fer_jax import predict
+
+    img = skimage.data.astronaut()
+    settings = FaceRecordSettings(frames=1, size=64, landmarks="dlib", align="landmarks")
+    lms = predict._face_landmarks(iter([img]), settings, None)
+    np.testing.assert_allclose(lms, face_landmarks([img], settings)[0])
