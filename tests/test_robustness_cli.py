@@ -318,6 +318,16 @@ def test_predict_bad_landmark_file(run_dir, dfew_raw, tmp_path, capsys, content,
     _one_error(err, str(lm), words)
 
 
+def test_predict_landmark_folder_without_the_inputs_file(run_dir, dfew_raw, tmp_path, capsys):
+    """--landmarks DIR without <input name>.npy: one line naming the file it looked for."""
+    clip = sorted((dfew_raw / "Clip" / "clip_224x224").iterdir())[0]
+    rc, err, _ = _call(
+        predict.main, ["--workdir", str(run_dir), "--landmarks", str(tmp_path), str(clip)], capsys
+    )
+    assert rc == 1
+    _one_error(err, str(tmp_path / f"{clip.name}.npy"), "FileNotFoundError")
+
+
 def test_predict_latest_falls_back_past_an_unreadable_step(run_dir, dfew_raw, tmp_path, capsys):
     run = _copy(run_dir, tmp_path)
     _corrupt_step(run, 4)
@@ -549,6 +559,15 @@ def test_interpret_bad_flags(run_dir, capsys, argv, words):
     _one_error(err, words)
 
 
+def test_ctrl_c_during_interpret_is_one_line(run_dir, tmp_path, capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(interpret_cli, "interpret", interrupted)
+    rc, err, _ = _call(interpret_cli.main, ["--workdir", str(run_dir), "--out", str(tmp_path / "i")], capsys)
+    assert rc == 130 and err.strip().splitlines() == [f"interrupted while interpreting {run_dir}"]
+
+
 def test_interpret_out_that_is_a_file(run_dir, afile, capsys):
     before = _snapshot(afile)
     rc, err, _ = _call(interpret_cli.main, ["--workdir", str(run_dir), "--out", str(afile)], capsys)
@@ -650,6 +669,13 @@ def test_ctrl_c_during_convert_leaves_no_partial_output(r18_weights, tmp_path, c
 def _report(capsys, tmp_path, *argv: str) -> tuple[int, str]:
     rc, err, _ = _call(report.main, ["--out", str(tmp_path / "rep" / "report.md"), *argv], capsys)
     return rc, err
+
+
+def test_report_run_without_an_evaluation_says_what_to_run(tmp_path, capsys):
+    rc, err = _report(capsys, tmp_path, "--run", f"a={tmp_path / 'never'}")
+    assert rc == 2
+    _one_error(err, "metrics.json not found", "python -m fer_jax.evaluate --workdir")
+    assert not (tmp_path / "rep").exists()
 
 
 def test_report_duplicate_run_names_are_refused(run_dir, tmp_path, capsys):
