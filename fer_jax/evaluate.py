@@ -14,6 +14,8 @@ dropped), and writes to ``out_dir`` (default ``<workdir>/eval/<split>-<checkpoin
 lighting labels, ``confusion``, ``num_examples``, ``checkpoint_step``), ``predictions.jsonl`` (one line
 a clip: ``id``, ``label``, ``pred``, ``probs`` {class: p} (the mean over passes), ``lighting`` where
 present) and ``confusion.png``.
+Each file is written whole or not at all, ``metrics.json`` last. ``latest`` (and ``best`` before any
+evaluation) skips an unreadable newest step with a ``note:`` on stderr naming it, as a resume does.
 With ``passes > 1`` the scalars are the mean over passes (the official MCO-E Net protocol), each pass
 reading the split with another seed (the pipeline's random temporal sampling).
 """

@@ -15,8 +15,13 @@ build time) needs each input's landmark file: ``--landmarks PATH`` names the ``.
 folder holding ``<input name>.npy`` (the builder's format, ``fer_jax.preprocess.landmarks``); without it
 such a run refuses with a one-line error. ``lbf:`` builds run the same LBF landmarker as the builder.
 
+Memory does not grow with the input's length: only the frames the record keeps are held; where the
+build used every frame (per-frame landmarks, simulated events) they stream past one at a time
+(``video.StreamedClip``, ``events.EventSimulator``) and give the same record as the whole clip.
+
 A bad or unreadable input prints a one-line error for that input; the others still run; the exit status
-is 1 when any input failed (2 on bad usage). Library use:
+is 1 when any input failed (2 on bad usage, 130 after Ctrl-C). ``--checkpoint latest`` skips an unreadable
+newest step with a ``note:`` naming it, as a resume does. Library use:
 ``Predictor(workdir).predict(path, landmarks=None) -> {class: probability}``.
 """
 
