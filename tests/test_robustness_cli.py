@@ -91,9 +91,9 @@ def _copy(run: Path, tmp_path: Path, name: str = "run") -> Path:
     return dst
 
 
-def _corrupt_step(workdir: Path, step: int) -> None:
+def _corrupt_step(workdir: Path, step: int, which: str = "latest") -> None:
     """Truncates the step's meta item: orbax cannot read the step any more."""
-    step_dir = workdir / "checkpoints" / "latest" / str(step)
+    step_dir = workdir / "checkpoints" / which / str(step)
     meta = next(p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "meta")
     meta.write_text(meta.read_text()[:5])
 
@@ -234,6 +234,21 @@ def test_evaluate_latest_falls_back_past_an_unreadable_step(run_dir, tmp_path, c
     rc, err, _ = _call(evaluate.main, ["--workdir", str(run), "--checkpoint", "4", "--out", str(out)], capsys)
     assert rc == 1
     _one_error(err, "checkpoint step 4 is unreadable")
+
+
+def test_evaluate_unreadable_best_says_how_to_use_latest(run_dir, tmp_path, capsys):
+    """The best step is not swapped silently for another one: one line naming it and the way out."""
+    run = _copy(run_dir, tmp_path)
+    _corrupt_step(run, 4, "best")
+    out = tmp_path / "o"
+    rc, err, _ = _call(evaluate.main, ["--workdir", str(run), "--out", str(out)], capsys)
+    assert rc == 1
+    _one_error(err, "best checkpoint step 4 is unreadable", "--checkpoint latest")
+    assert not out.exists()
+    rc, err, _ = _call(
+        evaluate.main, ["--workdir", str(run), "--checkpoint", "latest", "--out", str(out)], capsys
+    )
+    assert rc == 0 and json.loads((out / "metrics.json").read_text())["checkpoint_step"] == 4
 
 
 def test_ctrl_c_during_evaluate_keeps_the_earlier_results(run_dir, tmp_path, capsys, monkeypatch):

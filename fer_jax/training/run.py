@@ -301,7 +301,15 @@ class Run:
                 # (nothing is renamed here: a restored run is read-only)
                 step, state, _, _, notes = ckpts.restore_latest_good("latest", target)
             else:
-                state, _, _ = ckpts.restore(which, step, target)
+                try:
+                    state, _, _ = ckpts.restore(which, step, target)
+                except ckpt_lib.CheckpointUnreadableError as e:
+                    if which != "best":
+                        raise
+                    # no silent switch to another step: the user chooses, and is told how
+                    raise ckpt_lib.CheckpointUnreadableError(
+                        f"best {e}; --checkpoint latest reads the newest readable kept step"
+                    ) from e
         finally:
             ckpts.close()
         return cls(config, workdir, info, data, mesh, defs, state, tx, schedule, step=int(step), notes=notes)
