@@ -54,3 +54,15 @@ def test_summary_and_weights():
 def test_bad_shape_raises():
     with pytest.raises(ValueError):
         au.au_scores(np.zeros((3, 5, 2)))
+
+
+@pytest.mark.parametrize(
+    "source,available", [("template", False), ("none", False), ("dlib", True), ("file:landmarks", True)]
+)
+def test_au_analysis_is_unavailable_for_template_landmarks(source, available):
+    why = au.au_unavailable({"landmarks": source})
+    assert (why is None) == available
+    if not available:
+        assert why.startswith("AU analysis unavailable") and source in why and "\n" not in why
+        # the reason is real: template clips measure exactly 0
+        assert np.all(au.au_scores(_clip()) == 0)

@@ -60,3 +60,59 @@ def test_gradcam_strip_and_au_plot_write_pngs(tmp_path):
     assert q.stat().st_size > 0
     with pytest.raises(ValueError):
         save_gradcam_strip(frames, np.zeros((2, 4, 4)), tmp_path / "bad.png")
+
+
+class _StandInBackbone(nnx.Module):
+    """One strided conv in place of EfficientNetV2-S: the hooks under test come after the backbone, whose
+    eager construction alone costs about a minute on two cores."""
+
+    def __init__(self, *, rngs, **_):
+        self.num_features = 24
+        self.conv = nnx.Conv(3, 24, (3, 3), strides=(8, 8), rngs=rngs)
+
+    def __call__(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.slow  # eager model construction: about 30 s on two busy cores
+def test_mambafer_hooks_give_the_three_maps_of_fig2_and_continue_from_each(monkeypatch):
+    """backbone -> cbam (attention stages) -> refined (facial enhancer, pooled): classify_from any of them
+    gives the model's own logits, and Grad-CAM of the refinement stage is a map per frame."""
+    from fer_jax.models import mambafer
+
+    monkeypatch.setattr(mambafer, "efficientnet_v2_s", _StandInBackbone)
+    model = mambafer.MambaFER(
+        d_model=16, mlp_dims=(8,), num_ssm_blocks=0, use_mhsa=False, cbam_reduction=4, rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    model.eval()
+    rng = np.random.default_rng(0)
+    frames = jnp.asarray(rng.normal(size=(1, 2, 32, 32, 3)), jnp.float32)
+    lms = jnp.asarray(rng.uniform(0.2, 0.8, size=(1, 2, 68, 2)), jnp.float32)
+
+    @nnx.jit
+    def run(m, f, lm):
+        maps = m.features(f, lm)
+        again = {k: m.classify_from(k, v, lm) for k, v in maps.items()}
+        return maps, m(f, lm)["logits"], again, m.cbam.refine(maps["cbam"])
+
+    maps, logits, again, refined = run(model, frames, lms)
+    assert tuple(maps) == mambafer.LAYERS == ("backbone", "cbam", "refined")
+    for layer in mambafer.LAYERS:
+        np.testing.assert_allclose(again[layer], logits, rtol=1e-5, atol=1e-6)
+    # the enhancer changes the map (x + SiLU(BN(dwconv x))); the attention changes the backbone's
+    assert not np.allclose(maps["refined"], maps["cbam"]) and not np.allclose(maps["cbam"], maps["backbone"])
+    np.testing.assert_allclose(refined, maps["refined"], rtol=1e-6)
+    cam = np.asarray(gradcam(model, frames[0], lms[0], 0, layer="refined"))
+    assert cam.shape == maps["refined"].shape[:3] and 0 <= cam.min() and cam.max() <= 1
+
+
+def test_clip_figures_draw_no_au_curves_when_au_is_unavailable(tmp_path):
+    from fer_jax.interpret.report import clip_figures
+
+    frames = np.random.default_rng(0).uniform(-1, 1, size=(3, 6, 6, 3)).astype(np.float32)
+    ex = {0: {"frames": frames, "landmarks": np.zeros((3, 68, 2), np.float32), "label": 1}}
+    notes, per_clip = clip_figures(Toy(), ex, {0: 1}, ["a", "b"], tmp_path, "backbone", with_au=False)
+    assert notes == ["wrote gradcam_0.png"] and per_clip == {0: {"label": "b", "pred": "b"}}
+    assert not (tmp_path / "au_0.png").exists()
+    notes, per_clip = clip_figures(Toy(), ex, {0: 1}, ["a", "b"], tmp_path, "backbone")
+    assert (tmp_path / "au_0.png").is_file() and "au" in per_clip[0]

@@ -8,7 +8,7 @@ A thin CLI over ``fer_jax.interpret.report.interpret``. Writes to ``--out`` (def
   how often each expert is among the chosen top-k;
 - ``gradcam_<index>.png`` for each ``--clips`` index (position in the split): the Grad-CAM strip
   (paper 1, Figs. 3-4) of the predicted class for that clip's frames (models with ``features`` /
-  ``classify_from`` hooks, i.e. MambaFER; ``--layer cbam|backbone``);
+  ``classify_from`` hooks, i.e. MambaFER; ``--layer refined|cbam|backbone``, paper 1 Fig. 2's three maps);
 - ``au_<index>.png`` (AU curves of that clip), ``au_by_class.png`` (mean AU peak per true class over the
   split) and ``au.json`` (per-clip ``clip_summary`` and the per-class table): models fed landmarks.
 """
@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default=None, help="output folder (default WORKDIR/interpret/SPLIT)")
     p.add_argument(
-        "--layer", default="cbam", choices=("cbam", "backbone"), help="Grad-CAM feature map (MambaFER)"
+        "--layer",
+        default="refined",
+        choices=("refined", "cbam", "backbone"),
+        help="Grad-CAM feature map (MambaFER): refined (after the facial enhancer, the pooled map; default), "
+        "cbam (after the attention stages) or backbone",
     )
     a = p.parse_args(argv)
     if any(c < 0 for c in a.clips):

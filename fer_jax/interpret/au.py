@@ -12,6 +12,9 @@ built with the template (the same points in every frame) has none to measure (``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +67,19 @@ def au_scores(landmarks: np.ndarray) -> np.ndarray:
         raise ValueError(f"landmarks must be (T, 68, 2) with T >= 1, got {lm.shape}")
     g = _geometry(lm)
     return (g - g[:1]).astype(np.float32)
+
+
+def au_unavailable(preprocessing: Mapping[str, Any]) -> str | None:
+    """Why AU scores cannot be measured on data built with ``preprocessing`` (a manifest's block), or
+    None when they can. Template (or no) landmarks put the same points in every frame: every score,
+    measured against frame 0, would be exactly 0."""
+    source = str(preprocessing.get("landmarks", "template"))
+    if source in ("template", "none"):
+        return (
+            f"AU analysis unavailable: the data was built with --landmarks {source} (no per-frame landmarks, "
+            "every AU score would be 0); rebuild with --landmarks dlib or file:DIR"
+        )
+    return None
 
 
 def clip_summary(scores: np.ndarray, threshold: float = 0.03) -> dict[str, dict[str, float]]:

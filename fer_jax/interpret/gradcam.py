@@ -42,13 +42,14 @@ def gradcam(
     landmarks: jax.Array,
     class_index: int,
     *,
-    layer: str = "cbam",
+    layer: str = "refined",
     normalize: str = "frame",
 ) -> jax.Array:
     """Grad-CAM heatmaps ``(T, h, w)`` in [0, 1] for one clip.
 
     frames ``(T, H, W, 3)`` normalised as the model expects, landmarks ``(T, 68, 2)``; ``layer`` names a
-    map of ``model.features`` ("backbone" or "cbam" for MambaFER); ``normalize`` "frame" (each frame's peak
+    map of ``model.features`` (MambaFER: "backbone", "cbam" after the attention stages, or "refined" after
+    the facial enhancer, the three panels of paper 1's Fig. 2); ``normalize`` "frame" (each frame's peak
     is 1) or "clip" (one scale for the clip, so the temporal evolution of intensity is visible).
     """
     if normalize not in ("frame", "clip"):

@@ -8,9 +8,11 @@ restores the run (``fer_jax.training.run.Run``) and writes to ``out_dir`` (defau
   how often each expert is among the chosen top-k;
 - ``gradcam_<index>.png`` for each clip index (position in the split): the Grad-CAM strip (paper 1,
   Figs. 3-4) of the predicted class for that clip's frames (models with ``features`` / ``classify_from``
-  hooks, i.e. MambaFER; ``layer="cbam"|"backbone"``);
+  hooks, i.e. MambaFER; ``layer="refined"|"cbam"|"backbone"``: paper 1's Fig. 2 shows all three);
 - ``au_<index>.png`` (AU curves of that clip), ``au_by_class.png`` (mean AU peak per true class over the
-  split) and ``au.json`` (per-clip ``clip_summary`` and the per-class table): models fed landmarks.
+  split) and ``au.json`` (per-clip ``clip_summary`` and the per-class table): models fed landmarks, on
+  data built with per-frame landmarks; for template-landmark data one note says AU analysis is
+  unavailable and why (``au.au_unavailable``) instead of drawing zeros.
 
 The CLI is ``python -m fer_jax.interpret`` (``fer_jax/interpret/__main__.py``).
 """
@@ -69,10 +71,11 @@ def usage_figure(usage: dict):
 
 
 def clip_figures(model, examples: dict[int, dict], preds: dict[int, int], class_names: list[str],
-                  out: Path, layer: str) -> tuple[list[str], dict]:  # fmt: skip
-    """Grad-CAM strips (of the predicted class) and AU curves for the chosen clips of a frame model.
+                  out: Path, layer: str, *, with_au: bool = True) -> tuple[list[str], dict]:  # fmt: skip
+    """Grad-CAM strips (of the predicted class) and, with ``with_au``, AU curves for the chosen clips of a
+    frame model.
 
-    Returns notes and ``{index: {"label", "pred", "au": clip_summary}}``.
+    Returns notes and ``{index: {"label", "pred"[, "au": clip_summary]}}``.
     """
     from fer_jax.data.normalize import imagenet_to_uint8
     from fer_jax.interpret import au
@@ -88,13 +91,12 @@ def clip_figures(model, examples: dict[int, dict], preds: dict[int, int], class_
             interp_fig.save_gradcam_strip(imagenet_to_uint8(ex["frames"]), cam, out / f"gradcam_{index}.png",
                                           title=f"Grad-CAM ({layer}) - {title}")  # fmt: skip
             notes.append(f"wrote gradcam_{index}.png")
+        per_clip[index] = {"label": class_names[label], "pred": class_names[pred]}
+        if not with_au:
+            continue
         scores = au.au_scores(ex["landmarks"])
         interp_fig.save_au_plot(scores, au.AU_NAMES, out / f"au_{index}.png", title=title)
-        per_clip[index] = {
-            "label": class_names[label],
-            "pred": class_names[pred],
-            "au": au.clip_summary(scores),
-        }
+        per_clip[index]["au"] = au.clip_summary(scores)
         notes.append(f"wrote au_{index}.png")
     return notes, per_clip
 
@@ -132,12 +134,13 @@ def au_class_figure(table: dict):
 
 
 def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None, checkpoint: str = "best",
-              out_dir: str | Path | None = None, layer: str = "cbam") -> dict:  # fmt: skip
+              out_dir: str | Path | None = None, layer: str = "refined") -> dict:  # fmt: skip
     """Writes the interpretation figures of a run (see the module docstring).
 
     Returns ``{"expert_usage": dict | None, "au_by_class": dict | None, "clips": {index: {...}},
     "notes": [...], "out_dir": str}``.
     """
+    from fer_jax.interpret import au
     from fer_jax.training import figures as fig_lib
     from fer_jax.training.run import Run
 
@@ -175,16 +178,19 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
     if missing:
         notes.append(f"clips not in the split: {missing}")
     au_table, per_clip = None, {}
-    if lms:
+    no_au = au.au_unavailable(run.info.preprocessing) if lms else None
+    if no_au:
+        notes.append(no_au)
+    elif lms:
         au_table = au_by_class(np.concatenate(lms), outputs["label"], class_names)
         fig_lib.save(au_class_figure(au_table), out / "au_by_class.png")
         notes.append("wrote au_by_class.png")
     if chosen and "landmarks" in names:
-        more, per_clip = clip_figures(run.model(), chosen, preds, class_names, out, layer)
+        more, per_clip = clip_figures(run.model(), chosen, preds, class_names, out, layer, with_au=not no_au)
         notes += more
     elif chosen:
         notes.append(f"Grad-CAM / AU skipped: {config.model.name} takes no (frames, landmarks) clips")
-    if au_table is not None or per_clip:
+    if au_table is not None or any("au" in c for c in per_clip.values()):
         (out / "au.json").write_text(json.dumps({"by_class": au_table, "clips": per_clip}, indent=2) + "\n")
     return {
         "expert_usage": usage,

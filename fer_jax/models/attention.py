@@ -219,16 +219,22 @@ class FacialCBAM(nnx.Module):
         self.spatial = MultiScaleSpatialAttention(rngs=rngs) if use_spatial else None
         self.enhancer = FacialEnhancer(channels, rngs=rngs) if use_enhancer else None
 
-    def __call__(self, x: jax.Array, landmarks: jax.Array | None = None) -> jax.Array:
+    def attend(self, x: jax.Array, landmarks: jax.Array | None = None) -> jax.Array:
+        """The three attention stages (channel -> region -> spatial): paper 1's "facial CBAM"."""
         if self.channel is not None:
             x = self.channel(x)
         if self.region is not None:
             x = self.region(x, landmarks)
         if self.spatial is not None:
             x = self.spatial(x)
-        if self.enhancer is not None:
-            x = self.enhancer(x)
         return x
+
+    def refine(self, x: jax.Array) -> jax.Array:
+        """The facial enhancer (identity when switched off): the refinement stage of paper 1's Fig. 2."""
+        return self.enhancer(x) if self.enhancer is not None else x
+
+    def __call__(self, x: jax.Array, landmarks: jax.Array | None = None) -> jax.Array:
+        return self.refine(self.attend(x, landmarks))
 
 
 class TemporalSelfAttention(nnx.Module):

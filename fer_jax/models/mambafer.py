@@ -19,9 +19,10 @@ is switchable: ``use_cbam`` (channel + region + spatial attention),
 the aligned-face template ``fer_jax.data.constants.TEMPLATE_68``. Construction reads no file: the
 caller loads converted backbone weights into :func:`pretrained_targets`.
 
-Grad-CAM hooks: :meth:`MambaFER.features` returns the backbone and CBAM maps, and
-:meth:`MambaFER.classify_from` continues the forward pass from either map, so the class logit can be
-differentiated with respect to it (``fer_jax.interpret.gradcam``).
+Grad-CAM hooks: :meth:`MambaFER.features` returns the three maps of paper 1's Fig. 2 - ``backbone``,
+``cbam`` (after the channel, region and spatial attention) and ``refined`` (after the facial enhancer,
+the map that is pooled) - and :meth:`MambaFER.classify_from` continues the forward pass from any of them,
+so the class logit can be differentiated with respect to it (``fer_jax.interpret.gradcam``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.efficientnet_v2 import efficientnet_v2_s
 from fer_jax.models.ssm import MambaLayer
 
-LAYERS = ("backbone", "cbam")
+# Grad-CAM layers, in forward order; "refined" is the enhancer's output (paper 1, Fig. 2's refinement)
+LAYERS = ("backbone", "cbam", "refined")
 
 
 class MLPHead(nnx.Module):
@@ -179,15 +181,16 @@ class MambaFER(nnx.Module):
         return fill_missing_landmarks(landmarks.astype(jnp.float32)).reshape(b * t, NUM_LANDMARKS, 2)
 
     def features(self, frames: jax.Array, landmarks: jax.Array) -> dict[str, jax.Array]:
-        """The per-frame maps Grad-CAM explains: ``{"backbone": (B*T, h, w, C), "cbam": (B*T, h, w, C)}``.
-
-        Without any CBAM stage "cbam" is the backbone map itself.
+        """The per-frame maps Grad-CAM explains, each ``(B*T, h, w, C)``: ``backbone``, ``cbam`` (after the
+        attention stages) and ``refined`` (after the enhancer). A switched-off stage passes its input on.
         """
         self._check_inputs(frames, landmarks)
         b, t = frames.shape[:2]
         x = self.backbone(frames.reshape(b * t, *frames.shape[2:]))
-        refined = self.cbam(x, self._flat_landmarks(landmarks)) if self.cbam is not None else x
-        return {"backbone": x, "cbam": refined}
+        if self.cbam is None:
+            return {"backbone": x, "cbam": x, "refined": x}
+        attended = self.cbam.attend(x, self._flat_landmarks(landmarks))
+        return {"backbone": x, "cbam": attended, "refined": self.cbam.refine(attended)}
 
     def temporal(self, pooled: jax.Array) -> jax.Array:
         """The temporal model and head: pooled frame features ``(B, T, C)`` -> logits ``(B, K)``."""
@@ -209,13 +212,15 @@ class MambaFER(nnx.Module):
             raise ValueError(f"layer must be one of {LAYERS}, got {layer!r}")
         b, t = landmarks.shape[:2]
         if layer == "backbone" and self.cbam is not None:
-            fmap = self.cbam(fmap, self._flat_landmarks(landmarks))
+            fmap = self.cbam.attend(fmap, self._flat_landmarks(landmarks))
+        if layer in ("backbone", "cbam") and self.cbam is not None:
+            fmap = self.cbam.refine(fmap)
         pooled = jnp.mean(fmap, axis=(1, 2)).reshape(b, t, fmap.shape[-1])
         return self.temporal(pooled)
 
     def __call__(self, frames: jax.Array, landmarks: jax.Array) -> dict[str, jax.Array]:
         maps = self.features(frames, landmarks)
-        logits = self.classify_from("cbam", maps["cbam"], landmarks)
+        logits = self.classify_from("refined", maps["refined"], landmarks)
         return {"logits": logits.astype(jnp.float32)}
 
 
