@@ -70,6 +70,7 @@ class MJOSConfig:
     source: str = "param"  # param (eq. 5) | x_dbl (official code)
     tied: bool = False  # one projection added to both modalities (official code)
     bias: bool = True  # the b of eq. 5
+    grad: str = "autodiff"  # autodiff | authors (the official hand-written backward: mco_mamba docstring)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +212,7 @@ class MCOENet(nnx.Module):
             mco_mamba.MCOMamba(
                 d_model,
                 modalities=self.modalities,
-                **dataclasses.asdict(mj),  # mode, params, source, tied, bias: MCOMamba's own names
+                **dataclasses.asdict(mj),  # mode, params, source, tied, bias, grad: MCOMamba's own names
                 residual=cfg.mamba_residual,
                 d_state=cfg.d_state,
                 expand=cfg.expand,

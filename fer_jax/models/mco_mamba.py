@@ -18,6 +18,13 @@
   The official code (REFERENCES.md) fuses differently: one bias-free projection of the concatenated raw
   ``x_proj`` outputs ``[x_dbl_rgb ; x_dbl_event]`` added to both modalities' B (and another to C):
   ``source="x_dbl"``, ``tied=True``, ``bias=False``.
+  Its backward pass is hand-written (BC.py, ``MambaInnerFnNoOutProj.backward``) and differs from the
+  true gradient; ``grad="authors"`` reproduces it: the fusion weights receive THEMSELVES as their
+  gradient (:func:`authors_grad`; with AdamW and weight decay they shrink towards 0 over training), no
+  gradient flows through the fusion term into either modality's ``x_dbl`` (so none crosses
+  modalities), ``D`` gets none (stays at 1), both modalities read ONE ``A_log`` / ``A_b_log`` (the RGB
+  block's; theirs are two aliased parameters of one tensor), and the backward scan reads the forward
+  ``dt_proj`` bias. ``grad="autodiff"`` (default) trains everything with true gradients.
 - :class:`MCIB` (eq. 6-9): per-modality projections, one shared multi-head attention used both ways
   (RGB queries attend to event keys/values and the reverse), the parameter-free gate
   ``alpha = sigmoid(sum_d(a * b))`` per token (sum over the feature axis, as the official code) and
@@ -36,7 +43,28 @@ from flax import nnx
 from fer_jax.models import ssm
 
 MJOS_MODES = ("fuse", "share", "exchange", "none")
+MJOS_GRADS = ("autodiff", "authors")
 MODALITIES = ("rgb", "event")
+
+
+@jax.custom_vjp
+def authors_grad(w: jax.Array) -> jax.Array:
+    """Identity whose gradient is ``w`` itself, whatever flows back: the update the official backward
+    pass (BC.py, ``MambaInnerFnNoOutProj.backward``) gives the MJOS fusion weights, which it returns
+    in place of their gradients."""
+    return w
+
+
+def _authors_grad_fwd(w):
+    return w, w
+
+
+def _authors_grad_bwd(w, g):
+    del g
+    return (w,)
+
+
+authors_grad.defvjp(_authors_grad_fwd, _authors_grad_bwd)
 
 
 def _check_params(params: str) -> str:
@@ -63,6 +91,7 @@ class MCOMamba(nnx.Module):
         source: str = "param",
         tied: bool = False,
         bias: bool = True,
+        grad: str = "autodiff",
         residual: bool = True,
         d_state: int = 16,
         expand: int = 2,
@@ -76,6 +105,8 @@ class MCOMamba(nnx.Module):
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {modalities}")
         if mode not in MJOS_MODES:
             raise ValueError(f"MJOS mode must be one of {MJOS_MODES}, got {mode!r}")
+        if grad not in MJOS_GRADS:
+            raise ValueError(f"MJOS grad must be one of {MJOS_GRADS}, got {grad!r}")
         if source not in ("param", "x_dbl"):
             raise ValueError(f"MJOS source must be 'param' or 'x_dbl', got {source!r}")
         params = _check_params(params)
@@ -85,6 +116,7 @@ class MCOMamba(nnx.Module):
             raise ValueError("MJOS source 'x_dbl' (official code) fuses only B and C in mode 'fuse'")
         self.modalities = modalities
         self.mode, self.params, self.source, self.tied = mode, params, source, tied
+        self.grad = grad
         self.residual = residual
         self.scan_method = ssm.resolve_method(scan_method)
         kw = dict(d_state=d_state, expand=expand, dt_rank=dt_rank, combine=combine, scan_method=scan_method)
@@ -109,9 +141,14 @@ class MCOMamba(nnx.Module):
         blk = self.blocks[m]
         xc = blk.conv(xi, backward)
         dt, B, C = blk.dt_bc(xc, backward)
-        A_log = blk.A_b_log if backward else blk.A_log
-        D = blk.D_b if backward else blk.D
-        return dict(xc=xc, dt=dt, A=A_log[...], B=B, C=C, D=D[...])
+        authors = self.grad == "authors"
+        # authors: A_log_rgb / A_log_event are one tensor in their code (aliased nn.Parameters), so both
+        # modalities read the RGB block's (both gradients land on it)
+        a_blk = self.blocks["rgb"] if authors and "rgb" in self.blocks else blk
+        A_log = a_blk.A_b_log if backward else a_blk.A_log
+        D = (blk.D_b if backward else blk.D)[...]
+        # authors: their backward returns no gradient for D, which stays at its initial 1
+        return dict(xc=xc, dt=dt, A=A_log[...], B=B, C=C, D=jax.lax.stop_gradient(D) if authors else D)
 
     def _x_proj_kernel(self, m: str, backward: bool) -> jax.Array:
         blk = self.blocks[m]
@@ -137,16 +174,29 @@ class MCOMamba(nnx.Module):
                     kernel = self._x_proj_kernel("rgb", backward)[:, cols]
                     new["event"][p] = b["xc"] @ kernel.astype(b["xc"].dtype)
         else:  # fuse, eq. 5
+            authors = self.grad == "authors"
             if self.source == "x_dbl":
                 both = jnp.concatenate(
                     [v["xc"] @ self._x_proj_kernel(m, backward) for m, v in (("rgb", a), ("event", b))], -1
                 )
             for p in self.params:
+                term = None
                 for m, own, other in (("rgb", a, b), ("event", b, a)):
-                    proj = self.mjos[f"{p}_{d}_{'shared' if self.tied else m}"]
-                    cat = both if self.source == "x_dbl" else jnp.concatenate([own[p], other[p]], -1)
-                    new[m][p] = proj(cat) + own[p]
+                    # tied on x_dbl: one term for both modalities, computed once, so that the authors'
+                    # update reaches the shared weights once, as in their code
+                    if term is None or not (self.tied and self.source == "x_dbl"):
+                        proj = self.mjos[f"{p}_{d}_{'shared' if self.tied else m}"]
+                        cat = both if self.source == "x_dbl" else jnp.concatenate([own[p], other[p]], -1)
+                        term = self._fuse(proj, cat) if authors else proj(cat)
+                    new[m][p] = term + own[p]
         return new
+
+    @staticmethod
+    def _fuse(proj: nnx.Linear, cat: jax.Array) -> jax.Array:
+        """The fusion term as the official backward pass treats it: no gradient into its input (so none
+        crosses modalities, nor reaches x_proj through it), and the weights' "gradient" is themselves."""
+        y = jax.lax.stop_gradient(cat) @ authors_grad(proj.kernel[...])
+        return y + authors_grad(proj.bias[...]) if proj.bias is not None else y
 
     def __call__(self, *xs: jax.Array) -> tuple[jax.Array, ...]:
         """``(x_rgb, x_event)`` (or the one modality's tokens) ``(batch, length, d_model)`` -> same."""
@@ -159,7 +209,9 @@ class MCOMamba(nnx.Module):
             vals = self._interact(vals, backward)
             for m in self.modalities:
                 blk, v = self.blocks[m], vals[m]
-                dt_bias = (blk.dt_proj_b if backward else blk.dt_proj).bias[...]
+                # authors: their backward scan is passed the FORWARD dt_proj bias (dt_proj_b's is unused)
+                b_proj = blk.dt_proj_b if backward and self.grad != "authors" else blk.dt_proj
+                dt_bias = b_proj.bias[...]
                 ys[m].append(
                     ssm.selective_scan(
                         v["xc"],
