@@ -182,7 +182,8 @@ def test_ema_warmup_and_update():
 
 # PyTorch OneCycleLR(max_lr, total_steps=100, pct_start=0.3), cycle_momentum=True (its default) with AdamW:
 # param_groups[0]["betas"][0] before the update of each step (base_momentum 0.85, max_momentum 0.95, cos),
-# from PyTorch's documented formula (torch is not a CI dependency).
+# from PyTorch's documented formula, and the same numbers printed by torch 2.13.0+cpu (torch is not a CI
+# dependency).
 TORCH_ONECYCLE_BETA1 = {
     0: 0.95,
     1: 0.9497068978577179,
@@ -211,6 +212,11 @@ def _adamw_config(cycle: bool):
     return c
 
 
+# torch 2.13.0+cpu, float64: AdamW(lr=1e-3, weight_decay=0.01) under OneCycleLR(max_lr=1e-3, total_steps=10,
+# pct_start=0.3), a (2, 2) parameter of ones, gradients 1, -2, 0.5, 3 (all entries): an entry after each step.
+TORCH_ADAMW_ONECYCLE_W = [0.9999596000004, 1.0002226542476844, 1.000323833201673, 0.9998964207349635]
+
+
 def test_cycle_momentum_drives_adams_first_moment_and_bias_correction():
     """Each update uses the scheduled beta1 in the moment and in PyTorch's bias correction 1 - b1_t^t."""
     total = 10
@@ -233,6 +239,7 @@ def test_cycle_momentum_drives_adams_first_moment_and_bias_correction():
         step_lr = float(lr(t - 1))
         want = want - step_lr * (m_hat / (np.sqrt(v_hat) + 1e-8) + 0.01 * want)
         np.testing.assert_allclose(np.asarray(p["w"]), want, rtol=2e-5)
+        assert float(p["w"][0, 0]) == pytest.approx(TORCH_ADAMW_ONECYCLE_W[t - 1], abs=5e-7)
     # off: a plain float beta1 of 0.9, a different trajectory after the first step
     tx0, _ = optim.make_optimizer(_adamw_config(False), params, total_steps=total, steps_per_epoch=total)
     s0, p0 = tx0.init(params), params
