@@ -4,7 +4,8 @@ Run::
 
     python -m fer_jax.train --config configs/dfew.py --workdir runs/dfew --config.data.dir=/data/dfew_shards
 
-Paper settings: 16 frames per clip at 112x112 (the public DFEW codebases' size; the paper gives none),
+Paper settings: 16 frames per clip at 128x128 (the paper gives no size; its 15.2 G per clip is 16 frames at
+128 px, 15.24 GMACs, where 112 px gives 12.49: ``python -m benchmarks.flops``, docs/ablations.md),
 EfficientNetV2-S (width/depth 1.0) + facial CBAM + 2 unidirectional Mamba blocks (d_model 1280) + temporal
 MHSA + MLP 1280-512-256-128-7; batch 8, up to 200 epochs, AdamW lr 1e-4 / weight decay 0.01, OneCycle,
 focal loss (gamma 2) with smoothed inverse-frequency class weights clipped to [0.1, 10], EMA of weights,
@@ -26,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = base_config()
     c.data.dataset = "dfew"
     c.data.num_frames = 16
-    c.data.image_size = 112
+    c.data.image_size = 128  # from the paper's FLOPs (15.2 G = 16 x 128 px; 112 px would be 12.5 G)
 
     m = c.model
     m.name = "mambafer"

@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 from fer_jax.data import constants, schema
-from fer_jax.models import attention, baselines, mambafer, mco_e_net, mco_mamba, r3d, registry
+from fer_jax.models import attention, baselines, former_dfer, mambafer, mco_e_net, mco_mamba, r3d, registry
 from fer_jax.models.config import from_config_dict
 from fer_jax.models.resnet import resnet18
 from fer_jax.preprocess import landmarks
@@ -36,7 +36,10 @@ MODEL_CONFIG = {
     "mco_e_net": mco_e_net.model_config,
     "resnet18_lstm": baselines.model_config,
     "resnet18_gru": baselines.model_config,
+    "resnet3d_18": r3d.model_config,
+    "r2plus1d_18": r3d.model_config,
     "r3d_18": r3d.model_config,
+    "former_dfer": former_dfer.model_config,
 }
 
 
@@ -231,9 +234,8 @@ def test_pretrained_targets_baselines():
     c.model.width = 8
     model = nnx.eval_shape(lambda: registry.build(c, rngs=nnx.Rngs(0)))
     assert registry.pretrained_targets(model, c) == []
-    c.model.backbone_weights = "/w/r3d"
-    with pytest.raises(ValueError, match="r3d_18 has no pretrained weights"):
-        registry.pretrained_targets(model, c)
+    c.model.backbone_weights = "/w/r3d"  # torchvision's Kinetics weights, converted
+    assert registry.pretrained_targets(model, c) == [(model.backbone, "/w/r3d")]
 
 
 # -- one init path ------------------------------------------------------------------------------------------

@@ -36,11 +36,11 @@ from fer_jax.convert.tables import (
     ARCHS,
     FIRST_CONV,
     HEAD_MODULE,
-    MODULE_RENAMES,
     SKIPPED_TORCH_LEAVES,
     KeyEntry,
     adapt_first_conv,
     key_table,
+    torch_module_name,
 )
 
 __all__ = [
@@ -127,7 +127,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _head_torch_prefix(arch: str) -> str:
     head = HEAD_MODULE[arch]
-    return MODULE_RENAMES[arch].get(head, head) + "."
+    return torch_module_name(arch, head) + "."
 
 
 def convert_state_dict(
@@ -149,7 +149,7 @@ def convert_state_dict(
     sd = {k: v for k, v in state_dict.items() if k.rsplit(".", 1)[-1] not in SKIPPED_TORCH_LEAVES}
     head_weight = _head_torch_prefix(arch) + "weight"
     num_classes = int(sd[head_weight].shape[0]) if head_weight in sd and sd[head_weight].ndim == 2 else None
-    first = MODULE_RENAMES[arch].get(FIRST_CONV[arch], FIRST_CONV[arch]) + ".weight"
+    first = torch_module_name(arch, FIRST_CONV[arch]) + ".weight"
     if in_channels != 3 and first in sd:
         try:
             sd[first] = adapt_first_conv(np.asarray(sd[first]), in_channels)

@@ -1,5 +1,5 @@
 """Comparison rows of paper 1's Table 2 that the ports make cheap: ResNet-18 per frame + LSTM / GRU (the
-3D ResNet-18 row is ``fer_jax.models.r3d``, registry name ``r3d_18``).
+3D ResNet rows are ``fer_jax.models.r3d``, Former-DFER ``fer_jax.models.former_dfer``).
 
 ``frames (B, T, S, S, 3)`` -> ResNet-18 features per frame -> GAP ``(B, T, 512)`` -> one recurrent layer
 (hidden ``rnn_hidden``, default 512; settings :class:`ResNetRNNConfig`) -> last hidden state -> dropout -> Linear -> logits.

@@ -2,10 +2,10 @@
 
 Each model module defines a frozen dataclass holding every setting of its model with its default (the
 ONE place a default lives: ``MambaFERConfig``, ``MCOENetConfig`` with nested ``MJOSConfig`` /
-``MCIBConfig`` / ``MoEConfig``, ``ResNetRNNConfig``, ``R3DConfig``), and a ``model_config(config)`` that
-calls :func:`from_config_dict` on the ml_collections ``config.model``. A key the dataclass does not know
-is an error naming it, so a typo on the command line (``--config.model.moe.num_expert=4``) stops the
-run instead of being silently ignored::
+``MCIBConfig`` / ``MoEConfig``, ``ResNetRNNConfig``, ``VideoResNetConfig``, ``FormerDFERConfig``), and a
+``model_config(config)`` that calls :func:`from_config_dict` on the ml_collections ``config.model``. A key
+the dataclass does not know is an error naming it, so a typo on the command line
+(``--config.model.moe.num_expert=4``) stops the run instead of being silently ignored::
 
     from_config_dict(MCOENetConfig, config.model)
     # ValueError: unknown config key model.moe.num_expert; known: attention_heads, deep_depth, ...

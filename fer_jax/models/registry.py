@@ -35,7 +35,10 @@ _MODULES: dict[str, str] = {
     "mco_e_net_reference": "fer_jax.models.mco_e_net_reference",
     "resnet18_lstm": "fer_jax.models.baselines",
     "resnet18_gru": "fer_jax.models.baselines",
+    "resnet3d_18": "fer_jax.models.r3d",
+    "r2plus1d_18": "fer_jax.models.r3d",
     "r3d_18": "fer_jax.models.r3d",
+    "former_dfer": "fer_jax.models.former_dfer",
 }
 
 InputSpec = dict[str, tuple[tuple[int, ...], Any]]
