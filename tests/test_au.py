@@ -66,3 +66,7 @@ def test_au_analysis_is_unavailable_for_template_landmarks(source, available):
         assert why.startswith("AU analysis unavailable") and source in why and "\n" not in why
         # the reason is real: template clips measure exactly 0
         assert np.all(au.au_scores(_clip()) == 0)
+
+
+def test_au_analysis_runs_when_the_landmark_source_is_not_recorded():
+    assert au.au_unavailable({}) is None

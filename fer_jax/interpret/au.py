@@ -73,7 +73,7 @@ def au_unavailable(preprocessing: Mapping[str, Any]) -> str | None:
     """Why AU scores cannot be measured on data built with ``preprocessing`` (a manifest's block), or
     None when they can. Template (or no) landmarks put the same points in every frame: every score,
     measured against frame 0, would be exactly 0."""
-    source = str(preprocessing.get("landmarks", "template"))
+    source = preprocessing.get("landmarks")  # absent (data not built by data_prep.build): not known
     if source in ("template", "none"):
         return (
             f"AU analysis unavailable: the data was built with --landmarks {source} (no per-frame landmarks, "
