@@ -772,6 +772,29 @@ def test_train_workdir_that_is_a_file_is_refused_at_start(afile, capsys, monkeyp
     assert _snapshot(afile) == before
 
 
+@pytest.mark.parametrize("dataset", ["dfew", "see"])
+def test_resume_on_the_other_datasets_shards_leaves_the_run_as_it_was(run_dir, see_shards, tmp_path, dataset):
+    """A finished DFEW run pointed at SEE shards (config still saying dfew, or saying see): refused in one
+    line naming the difference before anything in the run is written (was: config.json and manifest.json
+    replaced, then grain's multi-line sampler error)."""
+    import ml_collections
+
+    from fer_jax.training.loop import train
+
+    run = _copy(run_dir, tmp_path)
+    before = _snapshot(run)
+    c = ml_collections.ConfigDict(json.loads((run / "config.json").read_text()))
+    c.data.dir, c.data.dataset = str(see_shards), dataset
+    c.model.num_classes = None  # as a user's config: the class count comes from the data
+    with pytest.raises(ValueError) as e:
+        train(c, run, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "was trained on other data" in msg and '"dfew" in the run, "see" now' in msg, (
+        msg
+    )
+    assert _snapshot(run) == before
+
+
 def test_train_config_errors_name_the_file_and_the_field():
     typo = AttributeError(repr('\'num_step\'\nDid you mean "num_steps" instead of "num_step"?'))
     assert train_cli._config_error(typo) == (

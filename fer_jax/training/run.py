@@ -53,6 +53,25 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(read_json(path, "the run's config"))  # a damaged file: one line
 
 
+def check_same_data(workdir: Path, manifest: dict[str, Any], data_dir: str) -> None:
+    """A resume must read the data its checkpoint was trained on: ``ValueError`` (one line) when the run's
+    ``manifest.json`` names another dataset, other classes, other split sizes or other preprocessing than
+    ``manifest`` (the shards' folder itself may have moved: it is not compared). Without the grain
+    iterator's multi-line sampler error, and before the run's files are replaced."""
+    path = workdir / "manifest.json"
+    if not path.is_file():
+        return
+    old = read_json(path, "the run's manifest")
+    new = json.loads(json.dumps(manifest, default=str))  # as the run wrote it
+    for key in ("dataset", "class_names", "num_examples", "preprocessing"):
+        a, b = old.get(key), new.get(key)
+        if a is not None and b is not None and a != b:
+            raise ValueError(
+                f"{workdir} was trained on other data than {data_dir} ({key}: {json.dumps(a)[:80]} in the run, "
+                f"{json.dumps(b)[:80]} now); resume with the run's data or give a new --workdir"
+            )
+
+
 def run_lengths(config: ml_collections.ConfigDict, num_train: int) -> dict[str, int]:
     """Steps per epoch, total steps, eval and checkpoint intervals, optimizer updates."""
     bs = int(config.train.batch_size)
@@ -244,6 +263,8 @@ class Run:
         notes: list[str] = []
         try:
             has_checkpoint = bool(ckpts.steps("latest"))
+            if has_checkpoint:
+                check_same_data(workdir, manifest, str(config.data.dir))
             defs, state, tx, schedule = build_model_and_state(
                 config,
                 mesh,
