@@ -3,16 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BASE_STAMP := $(VENV)/.installed-base
 
 .PHONY: demo test test-all lint format venv clean
 
-# pip's output (its packaging warnings included) goes to $(VENV)/install.log; a failure shows the log's end
-$(STAMP): pyproject.toml
-	@echo "installing fer_jax and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+# pip's output (its packaging warnings included) goes to $(VENV)/install.log; a failure shows the log's end.
+# The demo installs the package alone; the test targets add the [dev] extra (pytest, ruff, dlib's ~100 MB
+# landmark model, ...), so `make demo` on a fresh clone does not download what only the tests need.
+define pip_install
+	@echo "installing $(1) into $(VENV) (log: $(VENV)/install.log)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[dev]'; } >$(VENV)/install.log 2>&1 \
+	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '$(1)'; } >>$(VENV)/install.log 2>&1 \
 	  || { tail -n 30 $(VENV)/install.log; echo "install failed; the whole log: $(VENV)/install.log" >&2; exit 1; }
-	@touch $(STAMP)
+endef
+
+$(BASE_STAMP): pyproject.toml
+	$(call pip_install,.)
+	@touch $(BASE_STAMP)
+
+$(STAMP): pyproject.toml
+	$(call pip_install,.[dev])
+	@touch $(BASE_STAMP) $(STAMP)
 
 venv: $(STAMP)
 
@@ -32,7 +43,7 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix fer_jax data_prep tests benchmarks configs scripts
 	$(PY) -m ruff format fer_jax data_prep tests benchmarks configs scripts
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(PY) scripts/demo.py
 
 clean:
