@@ -12,7 +12,14 @@ d_model 4); MJOS as one bias-free projection of ``[x_dbl_rgb ; x_dbl_event]`` ad
 modalities' B and C; MCIB gate on the projected features plus the ``(rgb + event) / 2`` residual;
 the fused tokens flattened to a 1024-d vector (GELU, dropout 0.5) before HCE-MoE; experts typed
 ``i % 3`` = focal, attention, deep; deep experts with a learnable residual coefficient from 0.3;
-no orthogonal loss; StepLR 0.94 per epoch over 100 epochs; evaluation = mean over 20 stochastic passes.
+no orthogonal loss; StepLR 0.94 per epoch over 100 epochs; evaluation = mean over 20 stochastic passes
+of the LAST checkpoint (``eval.checkpoint = "latest"``; their script scores the final epoch).
+
+Trained as their code trains it (issue #17): ``mjos.grad = "authors"`` reproduces their hand-written
+backward pass (fusion weights get themselves as gradient and shrink under AdamW, no gradient through
+the fusion, D fixed at 1, one A for both modalities; fer_jax.models.mco_mamba), torch's default
+initialisation for the non-Mamba layers (``init = "torch"``), exact GELU and LayerNorm epsilon 1e-5.
+``--config.model.mjos.grad=autodiff`` trains the same forward with true gradients.
 
 Trained end to end at demo size (2026-11-28, 2-core CPU): on the demo's synthetic SEE shards with
 ``--config.data.image_size=80 --config.model.backbone_width=16 --config.train.batch_size=16
@@ -44,6 +51,12 @@ def get_config():
     m.moe.router_hidden = 512
     m.moe.deep_res_coef = 0.3
     m.orthogonal_weight = 0.0
+    m.mjos.grad = "authors"  # their BC.py backward pass
+    m.init = "torch"  # their MoE / MCIB / neck keep torch's defaults
+    m.gelu = "exact"  # torch nn.GELU()
+    m.layer_norm_eps = 1e-5  # torch nn.LayerNorm
+    c.data.augment = False  # their training transforms: none
+    c.eval.checkpoint = "latest"  # their protocol scores the last epoch, not the best-on-test
     c.train.num_epochs = 100
     c.optim.schedule = "step"
     c.optim.step_gamma = 0.94

@@ -42,13 +42,13 @@ from fer_jax.cli import (
 from fer_jax.training import evaluation
 from fer_jax.training import figures as fig_lib
 from fer_jax.training.data import DataSource
-from fer_jax.training.run import Run
+from fer_jax.training.run import Run, load_config
 
 
 def evaluate(
     workdir: str | Path,
     *,
-    checkpoint: str | int = "best",
+    checkpoint: str | int | None = None,
     split: str | None = None,
     passes: int | None = None,
     batch_size: int | None = None,
@@ -56,13 +56,18 @@ def evaluate(
     data: DataSource | None = None,
     verbose: bool = False,
 ) -> dict[str, Any]:
-    """Evaluates a checkpoint of the run in ``workdir``; returns (and writes) the metrics dict."""
+    """Evaluates a checkpoint of the run in ``workdir``; returns (and writes) the metrics dict.
+
+    ``checkpoint`` None: the config's ``eval.checkpoint`` (configs/see_reference.py: ``latest``, the
+    official protocol scores the last epoch), else ``best``."""
     for name, value in (("batch_size", batch_size), ("passes", passes)):
         if value is not None and int(value) < 1:  # 0 must not silently mean "the config's value"
             raise ValueError(f"{name} must be >= 1, got {value}")
     workdir = Path(workdir)
     if out_dir is not None:  # refused before the evaluation, not after it (its compute would be lost)
         check_output_dir(out_dir)
+    if checkpoint is None:
+        checkpoint = load_config(workdir).get("eval", {}).get("checkpoint", "best")
     run = Run.restore(workdir, str(checkpoint), data=data)
     if jax.process_index() == 0:
         for note in run.notes:  # an unreadable newest checkpoint was skipped: say which step is used
@@ -112,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", required=True, nargs="+", help="training run directory (several: evaluated in turn)"
     )
     parser.add_argument(
-        "--checkpoint", default="best", type=checkpoint_arg, help="best (default), latest or a step number"
+        "--checkpoint",
+        default=None,
+        type=checkpoint_arg,
+        help="best, latest or a step number (default: the config's eval.checkpoint, else best)",
     )
     parser.add_argument("--split", default=None, help="data split (default: the config's eval split)")
     parser.add_argument(

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fer_jax.models import hce_moe, mco_mamba
+from fer_jax.models import hce_moe, mco_mamba, torch_init
 from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.resnet import resnet18
 
@@ -137,6 +137,7 @@ class MCOENetConfig:
     orthogonal_weight: float = 1.0  # lambda of eq. 17
     gelu: str = "tanh"  # tanh (jax.nn.gelu's default) | exact (torch nn.GELU, the official code)
     layer_norm_eps: float = 1e-6  # flax's default; torch's nn.LayerNorm (official code) uses 1e-5
+    init: str = "flax"  # flax | torch: torch's defaults for token_proj, MCIB, neck and head (torch_init)
     backbone_width: int = 64  # ResNet-18 first-stage channels; 64 = torchvision
     backbone_weights: str = ""
     rgb_backbone_weights: str = ""
@@ -163,6 +164,8 @@ class MCOENet(nnx.Module):
             raise ValueError(f"model.fusion must be one of {FUSIONS}, got {fusion!r}")
         if head not in HEADS:
             raise ValueError(f"model.head must be one of {HEADS}, got {head!r}")
+        if cfg.init not in ("flax", "torch"):
+            raise ValueError(f"model.init must be 'flax' or 'torch', got {cfg.init!r}")
         if neck not in ("none", "flatten"):
             raise ValueError(f"model.neck must be 'none' or 'flatten', got {neck!r}")
         self.modalities = tuple(modalities)
@@ -251,6 +254,11 @@ class MCOENet(nnx.Module):
                 hce_moe.gelu_fn(cfg.gelu),
                 nnx.Linear(cfg.mlp_hidden, cfg.num_classes, rngs=rngs),
             )
+
+        if cfg.init == "torch":  # the Mamba already draws torch's defaults; backbones get ImageNet weights
+            for part in (self.token_proj, self.mcib, self.neck, self.head):
+                if part is not None:
+                    torch_init.torch_default_init(part, rngs)
 
     # ----------------------------------------------------------------------------------------------
     def tokens(self, m: str, x: jax.Array) -> jax.Array:

@@ -65,6 +65,7 @@ REFERENCE: dict[str, Any] = {
     "orthogonal_weight": 0.0,
     "gelu": "exact",
     "layer_norm_eps": 1e-5,
+    "init": "torch",  # torch's defaults for the non-Mamba layers, as their code leaves them
     "backbone_width": 64,
 }
 
