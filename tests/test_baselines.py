@@ -135,9 +135,11 @@ def test_count_macs_counts_padding_taps_and_matmuls():
     assert count_macs(steps, c0, m) * 1e9 == 4 * 3 * 6 * 6
 
 
-def test_r3d_config_trains_a_step_and_gradients_reach_every_parameter():
-    cfg = dfew_resnet3d_18.get_config()
-    cfg.model.width = 8
+@pytest.mark.parametrize("mod", [dfew_resnet3d_18, dfew_former_dfer], ids=["resnet3d_18", "former_dfer"])
+def test_config_trains_a_step_and_gradients_reach_every_parameter(mod):
+    cfg = mod.get_config()
+    if "width" in cfg.model:
+        cfg.model.width = 8
     cfg.data.num_frames, cfg.data.image_size = 4, 32
     model = registry.build(cfg, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (2, *registry.input_spec(cfg)["frames"][0]))
