@@ -19,7 +19,10 @@ Trained as their code trains it (issue #17): ``mjos.grad = "authors"`` reproduce
 backward pass (fusion weights get themselves as gradient and shrink under AdamW, no gradient through
 the fusion, D fixed at 1, one A for both modalities; fer_jax.models.mco_mamba), torch's default
 initialisation for the non-Mamba layers (``init = "torch"``), exact GELU and LayerNorm epsilon 1e-5.
-``--config.model.mjos.grad=autodiff`` trains the same forward with true gradients.
+``--config.model.mjos.grad=autodiff`` trains the same forward with true gradients. Inputs as their
+loader picks them (``data.see_sampling = "authors"``, fer_jax.data.see_sampling) from shards that keep
+every frame (``python -m data_prep.build --dataset see --frames 0``); their aspect-preserving
+``Resize(100)`` is not reproduced (the shards hold square 100 px frames).
 
 Trained end to end at demo size (2026-11-28, 2-core CPU): on the demo's synthetic SEE shards with
 ``--config.data.image_size=80 --config.model.backbone_width=16 --config.train.batch_size=16
@@ -56,6 +59,10 @@ def get_config():
     m.gelu = "exact"  # torch nn.GELU()
     m.layer_norm_eps = 1e-5  # torch nn.LayerNorm
     c.data.augment = False  # their training transforms: none
+    # their frames: every 4th from a random offset, a random window of 4, its first and last (12 raw
+    # frames apart); needs every raw frame in the shards: data_prep.build --dataset see --frames 0
+    c.data.see_sampling = "authors"
+    c.data.stored_frames = 0
     c.eval.checkpoint = "latest"  # their protocol scores the last epoch, not the best-on-test
     c.train.num_epochs = 100
     c.optim.schedule = "step"

@@ -9,12 +9,13 @@ Batches are dicts of numpy arrays (docs/architecture.md):
 - SEE / DSEE: ``rgb`` ``(B, m, S, S, 3)``, ``event`` ``(B, m, S, S, C)`` float32, ``label``, ``lighting``
   int32, ``mask``. The m frames come from the K stored ones as the public loaders pick them: every 4th
   frame from a random offset, then m spread from its first to its last frame (offset 0 for evaluation).
+  ``data.see_sampling = "authors"`` picks them as the official code does instead (fer_jax.data.see_sampling).
 
 Evaluation batches also carry ``index`` int32 ``(B,)``: the record's position in the split, and ``id``
 str ``(B,)``: the record's id (for per-example outputs such as ``predictions.jsonl``; padding rows repeat
 a real index and id with ``mask`` False).
 
-Config fields read: ``data.{dataset, dir, num_frames, image_size, num_workers, augment}``,
+Config fields read: ``data.{dataset, dir, num_frames, image_size, num_workers, augment, see_sampling}``,
 ``train.batch_size``, ``eval.batch_size``, ``seed``.
 """
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from fer_jax.data import augment as aug
 from fer_jax.data import normalize
+from fer_jax.data import see_sampling as see_sampling_lib
 from fer_jax.data.constants import NUM_LANDMARKS, TEMPLATE_68
 from fer_jax.data.manifest import load_manifest
 from fer_jax.data.schema import decode_frames
@@ -48,6 +50,7 @@ class _Spec:
     augment: bool
     event_mean: float | None = None
     event_std: float | None = None
+    see_sampling: str = "stride4"  # SEE: stride4 | authors (fer_jax.data.see_sampling)
 
 
 def _spec(config, manifest: Mapping[str, Any], augment: bool) -> _Spec:
@@ -64,7 +67,19 @@ def _spec(config, manifest: Mapping[str, Any], augment: bool) -> _Spec:
             f"config.data.image_size={config.data.image_size} but the shards hold {stored_size}px frames"
         )
     norm = manifest.get("normalization", {}).get("event", {})
+    see_sampling = str(config.data.get("see_sampling", "stride4"))
+    if see_sampling not in see_sampling_lib.SEE_SAMPLINGS:
+        raise ValueError(
+            f"config.data.see_sampling must be one of {see_sampling_lib.SEE_SAMPLINGS}, got {see_sampling!r}"
+        )
+    stored = manifest.get("preprocessing", {}).get("frames")
+    if dataset in ("see", "dsee") and see_sampling == "authors" and stored not in (0, None):
+        raise ValueError(
+            f"config.data.see_sampling='authors' picks raw frames 12 apart, but {config.data.dir} keeps "
+            f"{stored} frames per sequence; build it with data_prep.build --frames 0 (all frames)"
+        )
     return _Spec(
+        see_sampling=see_sampling,
         dataset=dataset,
         num_frames=int(config.data.num_frames),
         image_size=int(config.data.image_size),
@@ -104,7 +119,10 @@ def _to_model_inputs(ex: dict[str, Any], spec: _Spec, rng: np.random.Generator |
     k = len(ex["rgb"])
     if "event" in ex:
         k = min(k, len(ex["event"]))
-    idx = sample_indices(k, spec.num_frames, mode="stride4", rng=rng)
+    if spec.see_sampling == "authors":
+        idx = see_sampling_lib.authors_indices(k, spec.num_frames, rng)
+    else:
+        idx = sample_indices(k, spec.num_frames, mode="stride4", rng=rng)
     rgb = decode_frames(ex["rgb"], idx)
     stored_ev = ex["event"]
     if np.asarray(stored_ev).dtype == object:
