@@ -15,7 +15,7 @@ lane, prints the end of its log and exits 1 without a report.
 
 Environment: ``PY`` (the interpreter of the stage commands; default this one), ``DEMO_DIR`` (default
 runs/demo; emptied first), ``DEMO_DFEW_CLIPS`` (700), ``DEMO_DFEW_TEST_FLOOR`` (test clips a class;
-10, or what fewer clips allow), ``DEMO_SEE_CLIPS`` (840), ``DEMO_STEPS`` (every
+10, or what fewer clips allow), ``DEMO_SEE_CLIPS`` (560), ``DEMO_STEPS`` (every
 training's steps; default the configs'), ``DEMO_TICK``, ``DEMO_SERIAL=1`` (the lanes one after another).
 A quick look: ``DEMO_DFEW_CLIPS=140 DEMO_SEE_CLIPS=140 DEMO_STEPS=20 .venv/bin/python scripts/demo.py``.
 
@@ -115,7 +115,7 @@ class Settings:
             dfew_clips=dfew_clips,
             # up to 10 test clips a class, as many as the clips allow (7 classes x 5 folds per step)
             dfew_test_floor=int(environ.get("DEMO_DFEW_TEST_FLOOR") or min(10, dfew_clips // 35)),
-            see_clips=int(environ.get("DEMO_SEE_CLIPS") or 840),
+            see_clips=int(environ.get("DEMO_SEE_CLIPS") or 560),
             tick_s=float(environ.get("DEMO_TICK") or 20),
             steps=int(steps) if steps else None,
             serial=bool(environ.get("DEMO_SERIAL")),
