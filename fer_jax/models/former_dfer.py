@@ -12,7 +12,9 @@ the position embeddings are sized for 16 frames at 112 px (49 spatial tokens, 17
 ``num_frames`` comes from ``data.num_frames`` and ``num_patches`` from ``data.image_size``, which equal
 the authors' at 16 x 112. The S-Former's ResNet-18 is ``fer_jax.models.resnet`` (torchvision's layout, as
 in the authors' code), so ``model.backbone_weights`` loads converted ImageNet ResNet-18 weights into it;
-``python -m fer_jax.convert --arch former_dfer`` converts the authors' whole trained model.
+``python -m fer_jax.convert --arch former_dfer`` converts the authors' whole trained model (their released
+checkpoints also pickle a ``RecorderMeter``, which ``torch.load(weights_only=True)`` refuses: save their
+``["state_dict"]`` alone, e.g. as ``.safetensors``, in their environment first).
 """
 
 from __future__ import annotations
