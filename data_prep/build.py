@@ -1,6 +1,6 @@
 """Builds ArrayRecord shards (TFDS layout) + manifest.json from a raw DFEW, SEE or DSEE folder.
 
-  python -m data_prep.build --dataset dfew --root RAW --out DIR [--fold 1] [--frames 16] [--size 112]
+  python -m data_prep.build --dataset dfew --root RAW --out DIR [--fold 1] [--frames 16] [--size 128]
   python -m data_prep.build --dataset see  --root RAW --out DIR [--frames 16] [--size 100]
 
 The result reads without this code: ``tfds.builder_from_directory(DIR).as_data_source("train")``, or
@@ -36,7 +36,10 @@ from fer_jax.data.schema import LIGHTING_NAMES, features
 from fer_jax.preprocess.video import checksum_files
 
 DEFAULTS = {
-    "dfew": {"frames": 16, "size": 112},
+    "dfew": {
+        "frames": 16,
+        "size": 128,
+    },  # configs/dfew.py: 128 px explains the paper's 15.2 GFLOPs (docs/ablations.md)
     "see": {"frames": 16, "size": 100},
     "dsee": {"frames": 16, "size": 100},
 }
@@ -60,7 +63,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--frames", type=int, default=None, help="frames stored per clip (dfew 16, see 16; see: 0 = all)"
     )
-    p.add_argument("--size", type=int, default=None, help="output side in pixels (dfew 112, see 100)")
+    p.add_argument("--size", type=int, default=None, help="output side in pixels (dfew 128, see 100)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
     p.add_argument(
         "--max-skip", type=float, default=0.01, help="fraction of items that may be skipped (0.01)"

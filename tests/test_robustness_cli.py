@@ -21,39 +21,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
-import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_model  # noqa: E402  registers the tiny model (tests/tiny_model.py)
 from flax import nnx
 
 from fer_jax import cli, evaluate, predict, report
 from fer_jax import train as train_cli
 from fer_jax.convert import __main__ as convert_cli
 from fer_jax.interpret import __main__ as interpret_cli
-from fer_jax.models import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("module_compile_cache")
-
-
-class _TinyVideoNet(nnx.Module):
-    """frames (B, T, S, S, 3), landmarks (B, T, 68, 2) -> logits from pooled colour + landmarks."""
-
-    def __init__(self, config, *, rngs):
-        self.fc = nnx.Linear(3 + 2, config.model.num_classes, rngs=rngs)
-
-    def __call__(self, frames, landmarks):
-        feats = jnp.concatenate([frames.mean(axis=(1, 2, 3)), landmarks.mean(axis=(1, 2))], axis=-1)
-        return {"logits": self.fc(feats)}
-
-
-def _spec(config):
-    t, s = config.data.num_frames, config.data.image_size
-    return {"frames": ((t, s, s, 3), np.float32), "landmarks": ((t, 68, 2), np.float32)}
-
-
-registry.register("tiny_robust_cli", lambda config, *, rngs: _TinyVideoNet(config, rngs=rngs), _spec)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
@@ -105,7 +85,7 @@ def run_dir(dfew_shards, tmp_path_factory) -> Path:
     from fer_jax.training.loop import train
 
     c = base_config()
-    c.model.name = "tiny_robust_cli"
+    c.model.name = tiny_model.NAME
     c.data.dir = str(dfew_shards)
     c.data.num_frames, c.data.image_size = 8, 64
     c.train.batch_size, c.train.num_steps, c.train.eval_every_steps = 2, 4, 4
