@@ -19,7 +19,10 @@ Trained as their code trains it (issue #17): ``mjos.grad = "authors"`` reproduce
 backward pass (fusion weights get themselves as gradient and shrink under AdamW, no gradient through
 the fusion, D fixed at 1, one A for both modalities; fer_jax.models.mco_mamba), torch's default
 initialisation for the non-Mamba layers (``init = "torch"``), exact GELU and LayerNorm epsilon 1e-5.
-``--config.model.mjos.grad=autodiff`` trains the same forward with true gradients. Inputs as their
+``--config.model.mjos.grad=autodiff`` trains the same forward with true gradients. Their released
+weights: ``python -m fer_jax.convert --arch mco_e_net_reference --weights save_N.pth --out DIR``, then
+``--config.model.name=mco_e_net_reference --config.model.weights=DIR --config.model.backbone_weights=none``
+starts this run from them. Inputs as their
 loader picks them (``data.see_sampling = "authors"``, fer_jax.data.see_sampling) from shards that keep
 every frame (``python -m data_prep.build --dataset see --frames 0``); their aspect-preserving
 ``Resize(100)`` is not reproduced (the shards hold square 100 px frames).

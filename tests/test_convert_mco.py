@@ -22,10 +22,11 @@ from golden_weights import fingerprint  # noqa: E402
 from mco_e_net_reference_weights import make_state_dict  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
-from fer_jax.convert import ConversionError, load_pretrained, read_meta  # noqa: E402
+from configs import see_reference  # noqa: E402
+from fer_jax.convert import ConversionError, load_backbone_into, load_pretrained, read_meta  # noqa: E402
 from fer_jax.convert import mco as mco_convert  # noqa: E402
 from fer_jax.convert.__main__ import main as convert_main  # noqa: E402
-from fer_jax.models import hce_moe  # noqa: E402
+from fer_jax.models import hce_moe, registry  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "mco_e_net_reference.npz"
 TOLERANCE = 1e-4
@@ -170,3 +171,20 @@ def test_cli_refuses_in_channels_for_the_whole_model(tmp_path, state_dict, capsy
         ["--arch", "mco_e_net_reference", "--weights", str(weights), "--out", str(tmp_path / "o")]
     )
     assert rc == 2 and "not an MCO-E Net" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_training_can_start_from_the_converted_folder(state_dict, converted):
+    # python -m fer_jax.train --config configs/see_reference.py --config.model.weights=DIR: the Run loads
+    # registry.pretrained_targets into its fresh state; here on the abstract model it would build
+    c = see_reference.get_config()
+    c.data.image_size = 32
+    c.model.update(name="mco_e_net_reference", backbone_classes=16, neck_dim=32, weights=str(converted))
+    model = nnx.eval_shape(lambda: registry.build(c, rngs=nnx.Rngs(0)))
+    targets = registry.pretrained_targets(model, c)
+    assert [(m is model, d) for m, d in targets] == [(True, str(converted))]
+    load_backbone_into(model, converted)
+    np.testing.assert_array_equal(np.asarray(model.neck.kernel[...]), state_dict["fusion_proj.0.weight"].T)
+    np.testing.assert_array_equal(
+        np.asarray(model.head.experts[2].res_coef[...]), state_dict["moe.experts.expert_2.res_coef"]
+    )

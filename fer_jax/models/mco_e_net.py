@@ -142,6 +142,9 @@ class MCOENetConfig:
     backbone_weights: str = ""
     rgb_backbone_weights: str = ""
     event_backbone_weights: str = ""
+    # a converted mco_e_net_reference folder (python -m fer_jax.convert --arch mco_e_net_reference): the
+    # WHOLE model starts from it (the authors' trained weights) instead of ImageNet backbones
+    weights: str = ""
 
     def weights_for(self, modality: str) -> str:
         """The weights directory of one branch: its own setting, else ``backbone_weights``."""
@@ -322,6 +325,14 @@ def pretrained_targets(model: MCOENet, config) -> list[tuple[nnx.Module, str]]:
     (spatial tokenisation) or ``[f"{m}_first"]`` / ``[f"{m}_last"]`` (reference), ``m`` in rgb / event,
     directory ``{m}_backbone_weights`` or else ``backbone_weights`` ("" / "none": none)."""
     cfg = model_config(config)
+    return targets_for(model, cfg)
+
+
+def targets_for(model: MCOENet, cfg: MCOENetConfig) -> list[tuple[nnx.Module, str]]:
+    """:func:`pretrained_targets` of settings ``cfg``: ``[(model, cfg.weights)]`` when a whole converted
+    model is named, else the backbones with weights."""
+    if is_weights_dir(cfg.weights):
+        return [(model, cfg.weights)]
     targets = []
     for name, backbone in model.backbones.items():
         weights = cfg.weights_for(name.split("_")[0])

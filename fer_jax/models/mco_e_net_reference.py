@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fer_jax.models import mco_e_net
-from fer_jax.models.config import from_config_dict, is_weights_dir
+from fer_jax.models.config import from_config_dict
 
 # The official code's settings, nested as config.model (and MCOENetConfig) nests them
 REFERENCE: dict[str, Any] = {
@@ -99,14 +99,9 @@ def from_config(config, *, rngs) -> mco_e_net.MCOENet:
 
 
 def pretrained_targets(model: mco_e_net.MCOENet, config) -> list:
-    """``(backbone, directory)`` for each ResNet-18 whose branch names weights (as mco_e_net's)."""
-    cfg = model_config(config)
-    targets = []
-    for name, backbone in model.backbones.items():
-        weights = cfg.weights_for(name.split("_")[0])
-        if is_weights_dir(weights):
-            targets.append((backbone, weights))
-    return targets
+    """``[(model, model.weights)]`` for a converted folder of the authors' model, else the ResNet-18s
+    with ImageNet weights (as mco_e_net's)."""
+    return mco_e_net.targets_for(model, model_config(config))
 
 
 def input_spec(config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
