@@ -48,6 +48,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.early_stopping_patience = 0  # evaluations without UAR improvement; 0 disables
     c.train.ema_decay = 0.0  # 0 disables EMA; decay warms up as min(decay, (1+t)/(10+t))
     c.train.grad_accum_steps = 1
+    # a start-up check, not a recipe: the paper configs set True (their papers start from ImageNet weights);
+    # then an empty model.backbone_weights stops the run, "none" trains from random init on purpose
+    c.train.require_weights = False
+    c.train.expect_platform = ""  # "" = any; cpu | gpu | tpu: stop at start when JAX's backend is another
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"

@@ -42,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.mhsa_heads = 4
     c.model.mlp_dims = (128, 64)
     c.model.dropout = 0.1
+    c.model.backbone_weights = "none"  # random init on purpose: no ImageNet weights fit width 0.25
     c.model.scan_method = "sequential"
     c.train.batch_size = 16
     c.train.num_steps = 300

@@ -25,6 +25,7 @@ def get_config():
     c.data.image_size = 80  # 3x3 final maps: XLA:CPU convs on 2x2 maps (64 px) are a slow path
     m = c.model
     m.backbone_width = 16  # full width (64) costs ~4.7 s per step on 2 cores; 16 costs ~0.27 s
+    m.backbone_weights = "none"  # random init on purpose (see.py requires weights; none fit width 16)
     m.d_model = 32
     m.d_state = 8
     m.moe.router_hidden = 64

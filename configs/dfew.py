@@ -10,8 +10,10 @@ EfficientNetV2-S (width/depth 1.0) + facial CBAM + 2 unidirectional Mamba blocks
 MHSA + MLP 1280-512-256-128-7; batch 8, up to 200 epochs, AdamW lr 1e-4 / weight decay 0.01, OneCycle,
 focal loss (gamma 2) with smoothed inverse-frequency class weights clipped to [0.1, 10], EMA of weights,
 early stopping on UAR with patience 20. The paper gives no EMA decay and no clipping: decay 0.999 and
-global-norm clipping at 1.0 are this implementation's choices. ``--config.model.backbone_weights=DIR`` loads converted ImageNet
-weights (``python -m fer_jax.convert``). Ablations are one override away, e.g.
+global-norm clipping at 1.0 are this implementation's choices.
+``--config.model.backbone_weights=DIR`` loads converted ImageNet weights (``python -m fer_jax.convert``,
+docs/reproduce.md); without it the run stops at start (``train.require_weights``) unless
+``--config.model.backbone_weights=none`` chooses random initialisation. Ablations are one override away, e.g.
 ``--config.model.use_cbam=False``, ``--config.model.num_ssm_blocks=0``, ``--config.model.use_mhsa=False``,
 ``--config.model.bidirectional=True``.
 """
@@ -34,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.num_classes = 7
     m.backbone_width = 1.0
     m.backbone_depth = 1.0
-    m.backbone_weights = ""  # directory written by `python -m fer_jax.convert`; "" = random init
+    m.backbone_weights = ""  # directory written by `python -m fer_jax.convert`; "none" = random init
     m.d_model = 1280
     m.num_ssm_blocks = 2
     m.bidirectional = False
@@ -55,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.num_epochs = 200
     c.train.early_stopping_patience = 20  # evaluations (one per epoch) without UAR improvement
     c.train.ema_decay = 0.999  # the paper: "an EMA of weights", no decay given
+    c.train.require_weights = True  # the paper starts from ImageNet: an empty backbone_weights stops the run
 
     c.optim.name = "adamw"
     c.optim.lr = 1e-4

@@ -181,6 +181,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = model_config()
     c.train.batch_size = 64
     c.train.num_epochs = 200
+    c.train.require_weights = True  # ImageNet ResNet-18 branches: an empty backbone_weights stops the run
     c.optim.name = "adamw"
     c.optim.lr = 3e-4
     c.optim.weight_decay = 1e-3

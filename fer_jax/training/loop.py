@@ -137,7 +137,8 @@ def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, An
     if start == 0:
         bar.write(
             f"training {config.model.name}: {state_lib.num_params(run.state['params']):,} parameters, "
-            f"{total} steps ({lengths['steps_per_epoch']} per epoch), {jax.device_count()} device(s), "
+            f"{total} steps ({lengths['steps_per_epoch']} per epoch), {jax.device_count()} "
+            f"{jax.default_backend()} device(s) ({jax.devices()[0].device_kind}), "
             f"{jax.process_count()} process(es)"
         )
     else:
