@@ -17,8 +17,8 @@ import test_train_support as support  # noqa: E402
 from fer_jax.training import loop  # noqa: E402
 from fer_jax.training.validate import check_config  # noqa: E402
 
-PAPER_CONFIGS = ("dfew", "see", "see_reference", "dsee", "dfew_resnet3d_18", "dfew_r2plus1d_18", "dfew_r3d_18",
-                 "dfew_former_dfer", "dfew_resnet18_lstm", "dfew_resnet18_gru")  # fmt: skip
+PAPER_CONFIGS = ("dfew", "see", "see_reference", "dsee", "dfew_resnet3d_18", "dfew_r2plus1d_18",
+                 "dfew_r3d_18", "dfew_former_dfer", "dfew_resnet18_lstm", "dfew_resnet18_gru")  # fmt: skip
 DEMO_CONFIGS = ("demo_dfew", "demo_see", "demo_see_rgb")
 FLAG = "--config.model.backbone_weights="
 
@@ -63,6 +63,15 @@ def test_mco_e_net_branch_without_weights_is_refused():
         check_config(c)
     c.model.event_backbone_weights = "none"
     check_config(c)
+
+
+def test_a_whole_converted_model_needs_no_backbone_weights():
+    c = _config("see_reference")
+    c.model.weights = "/weights/mco_e_net_reference"  # the authors' trained model (python -m fer_jax.convert)
+    check_config(c)
+    c.model.weights = "none"
+    with pytest.raises(ValueError, match="backbone_weights is empty"):
+        check_config(c)
 
 
 def test_train_cli_refuses_a_paper_config_in_one_line_before_writing(tmp_path, monkeypatch, capsys):

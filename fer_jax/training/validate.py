@@ -88,9 +88,11 @@ def check_weights(config: ml_collections.ConfigDict) -> None:
     """With ``train.require_weights``, raises ``ValueError`` (one line naming the flag) when a backbone would
     start from random weights because its ``*backbone_weights`` setting is empty. ``none`` (any case) is the
     explicit choice of random initialisation; MCO-E Net's ``rgb_`` / ``event_backbone_weights`` fall back to
-    ``backbone_weights`` per branch, as the model does."""
+    ``backbone_weights`` per branch, as the model does; a whole converted model (``model.weights``) needs
+    none."""
     _, required = _get(config, "train.require_weights")
-    if not required:
+    _, whole = _get(config, "model.weights")  # MCO-E Net: a whole converted model replaces the backbones'
+    if not required or str(whole or "").strip().lower() not in ("", "none"):
         return
     _, base = _get(config, "model.backbone_weights")
     base = str(base or "").strip()
