@@ -2,7 +2,8 @@
 
 Run::
 
-    python -m fer_jax.train --config configs/dfew.py --workdir runs/dfew --config.data.dir=/data/dfew_shards
+    python -m fer_jax.train --config configs/dfew.py --workdir runs/dfew \\
+        --config.data.dir=/data/dfew_shards --config.model.backbone_weights=/weights/effv2s
 
 Paper settings: 16 frames per clip at 128x128 (the paper gives no size; its 15.2 G per clip is 16 frames at
 128 px, 15.24 GMACs, where 112 px gives 12.49: ``python -m benchmarks.flops``, docs/ablations.md),

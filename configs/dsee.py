@@ -3,7 +3,7 @@
 Run::
 
     python -m fer_jax.train --config configs/dsee.py --workdir runs/dsee \\
-        --config.data.dir=/data/dsee_shards
+        --config.data.dir=/data/dsee_shards --config.model.backbone_weights=/weights/resnet18
 
 DSEE's events come as raw streams (or DSEE's own frames); the shard builder turns them into voxel grids
 of ``model.event_channels`` = B = 3 bins (paper A.6). Other bin counts: ``--config.model.event_channels=5``

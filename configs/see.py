@@ -3,7 +3,7 @@
 Run::
 
     python -m fer_jax.train --config configs/see.py --workdir runs/see \\
-        --config.data.dir=/data/see_shards
+        --config.data.dir=/data/see_shards --config.model.backbone_weights=/weights/resnet18
 
 Paper settings: AdamW lr 3e-4, weight decay 1e-3, batch 64, 200 epochs, m = 2 frames per modality,
 B = 3 event channels (SEE's JPEG event frames), N_e = 8 experts, top-k = 2, loss CE + orthogonal
