@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=None, help="global eval batch size (default: config)"
     )
     parser.add_argument("--out", default=None, help="output folder (default: WORKDIR/eval/SPLIT-CHECKPOINT)")
-    parser.add_argument("--json", action="store_true", help="print metrics.json instead of tables")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print metrics.json (several runs: {workdir: metrics}) instead of tables; stdout is JSON only",
+    )
     args = parser.parse_args(argv)
     if args.passes is not None and args.passes < 1:
         parser.exit(EXIT_USAGE, "error: --passes must be >= 1\n")
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             parser.exit(EXIT_USAGE, f"error: {e}\n")
     # several runs in one process: the imports and the XLA client start once
+    results: dict[str, dict] = {}
     for workdir in args.workdir:
         try:
             m = evaluate(
@@ -159,11 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # one line for the user, no traceback
             print(f"error: {workdir}: {one_line(e, with_type=True)}", file=sys.stderr)
             return EXIT_FAILURE
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and not args.json:
             if len(args.workdir) > 1:
                 print(f"== {workdir}")
-            print(json.dumps(m, indent=2) if args.json else format_tables(m))
+            print(format_tables(m))
             print(f"wrote {m.get('out_dir')}/metrics.json")
+        results[str(workdir)] = m
+    if (
+        args.json and jax.process_index() == 0
+    ):  # stdout is one JSON document: a run's metrics, or {workdir: metrics}
+        print(json.dumps(next(iter(results.values())) if len(results) == 1 else results, indent=2))
     return 0
 
 

@@ -216,6 +216,21 @@ def test_evaluate_latest_falls_back_past_an_unreadable_step(run_dir, tmp_path, c
     _one_error(err, "checkpoint step 4 is unreadable")
 
 
+def test_evaluate_json_stdout_is_one_json_document(run_dir, tmp_path, capsys):
+    """--json is for scripts: stdout parses as JSON (one run: its metrics; several: {workdir: metrics}), the
+    'wrote ...' lines stay off it."""
+    a, b = _copy(run_dir, tmp_path, "a"), _copy(run_dir, tmp_path, "b")
+    rc, err, out = _call(evaluate.main, ["--workdir", str(a), "--json"], capsys)
+    assert rc == 0, err
+    one = json.loads(out)
+    assert one.pop("out_dir") == str(a / "eval" / "test-best")  # where the files went, then the metrics
+    assert one == json.loads((a / "eval" / "test-best" / "metrics.json").read_text())
+    rc, err, out = _call(evaluate.main, ["--workdir", str(a), str(b), "--json"], capsys)
+    assert rc == 0, err
+    both = json.loads(out)
+    assert set(both) == {str(a), str(b)} and both[str(b)]["uar"] == one["uar"]
+
+
 def test_evaluate_unreadable_best_says_how_to_use_latest(run_dir, tmp_path, capsys):
     """The best step is not swapped silently for another one: one line naming it and the way out."""
     run = _copy(run_dir, tmp_path)
