@@ -149,6 +149,11 @@ def markdown(summary: dict, meta: dict) -> str:
         f"Seeds {meta['seeds']}, levels {meta['opt']} ({meta['combinations']} trainings per run); "
         "accuracies in %; each row is mean +- std [min, max] over every seed and level.",
         "",
+        *(
+            [f"Not in the table (failed or not run): {', '.join(meta['missing'])}.", ""]
+            if meta.get("missing")
+            else []
+        ),
         "| run | n | WAR | UAR | low light |",
         "|---|---:|---|---|---|",
     ]
@@ -189,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="", help="a name for this recipe's runs (kept apart from others)")
     p.add_argument("--out", type=Path, default=None, help="Markdown table (and .json beside it)")
     p.add_argument("--py", default=sys.executable, help="interpreter of the commands")
+    p.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="start nothing: tabulate the finished runs (others are listed)",
+    )
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -199,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--set {item!r}: expected RUN:KEY=VALUE with RUN one of {', '.join(RUNS)}")
         overrides[name].append(kv)
 
-    build_data(args.data.resolve(), args.py)
+    if not args.summarise_only:
+        build_data(args.data.resolve(), args.py)
     work = (args.work / args.tag if args.tag else args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     todo = [(n, s, o) for s in args.seeds for o in args.opt for n in args.runs]
@@ -212,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             done = read_result(wd)
             if done is not None:
                 results.append({"run": name, "seed": seed, "opt": opt, **done})
+                continue
+            if args.summarise_only:
+                failed.append(f"{wd.name} (not run)")
                 continue
             if wd.exists():  # an interrupted run: start it again from nothing
                 import shutil
@@ -257,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "opt": args.opt,
         "combinations": len(args.seeds) * len(args.opt),
         "overrides": args.set,
+        "missing": failed,
     }
     table = markdown(summary, meta)
     print(table)
@@ -267,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({**meta, **summary, "results": results}, indent=2) + "\n"
         )
     if failed:
-        print(f"{len(failed)} trainings failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"{len(failed)} trainings failed or not run: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 
