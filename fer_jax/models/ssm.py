@@ -31,8 +31,8 @@ Blocks:
   conv, x_proj, dt_proj, A, D).
 - :class:`MambaLayer`: pre-norm residual wrapper ``x + mixer(norm(x))``.
 
-A_log and D are :class:`SSMParam` (a subclass of ``nnx.Param``): still trained, but an optimizer mask can
-exclude them from weight decay, as mamba_simple does (``_no_weight_decay``).
+A_log and D are :class:`SSMParam` (a subclass of ``nnx.Param``): still trained, and kept out of weight decay
+as mamba_simple does (``_no_weight_decay``) by ``fer_jax.training.optim.decay_mask``, which goes by leaf name.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ SEQUENTIAL_BLOCK = 128
 class SSMParam(nnx.Param):
     """A trained SSM parameter (A_log, D) that optimizers should not weight-decay.
 
-    Use e.g. ``nnx.All(nnx.Param, nnx.Not(SSMParam))`` as the weight-decay mask filter.
+    The weight-decay rule is by leaf name (``fer_jax.training.optim.NO_DECAY_NAMES``), not by this type.
     """
 
 
