@@ -58,15 +58,16 @@ def bench_config(name: str, config, steps: int, batch_size: int | None) -> dict:
 
     from fer_jax.losses import loss_from_config
     from fer_jax.models import registry
-    from fer_jax.training import evaluation, loop
+    from fer_jax.training import evaluation
     from fer_jax.training import mesh as mesh_lib
+    from fer_jax.training import run as run_lib
     from fer_jax.training import steps as steps_lib
 
     if batch_size:
         config.train.batch_size = batch_size
     bs = int(config.train.batch_size)
     mesh = mesh_lib.make_mesh()
-    defs, state, tx, schedule = loop.build_model_and_state(
+    defs, state, tx, schedule = run_lib.build_model_and_state(
         config, mesh, total_updates=1000, updates_per_epoch=100
     )
     input_names = list(registry.input_spec(config))

@@ -15,6 +15,7 @@ import test_train_support as support  # noqa: E402
 
 from fer_jax import evaluate as evaluate_lib  # noqa: E402
 from fer_jax.training import loop  # noqa: E402
+from fer_jax.training import run as run_lib  # noqa: E402
 from fer_jax.training.run import Run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def test_outputs_of_a_run(straight_run):
     ):
         assert (workdir / name).exists(), name
     assert list(workdir.glob("tb/events.out.tfevents.*"))
-    cfg = loop.load_config(workdir)
+    cfg = run_lib.load_config(workdir)
     assert cfg.model.name == "tiny_test" and cfg.train.num_steps == 8
 
 

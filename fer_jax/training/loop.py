@@ -30,9 +30,7 @@ from fer_jax.training import logging as log_lib
 from fer_jax.training import state as state_lib
 from fer_jax.training.data import DataSource
 from fer_jax.training.early_stopping import EarlyStopping
-
-# where they lived before the Run: benchmarks and notebooks import them from here
-from fer_jax.training.run import Run, build_model_and_state, load_config, run_lengths, write_config  # noqa: F401
+from fer_jax.training.run import Run
 
 
 class NonFiniteLossError(RuntimeError):
