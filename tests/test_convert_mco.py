@@ -18,8 +18,8 @@ import pytest
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).parent / "golden"))
-from golden_weights import fingerprint  # noqa: E402
 from mco_e_net_reference_weights import make_state_dict  # noqa: E402
+from parity import checked_state_dict  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
 from configs import see_reference  # noqa: E402
@@ -42,14 +42,7 @@ def golden():
 @pytest.fixture(scope="module")
 def state_dict(golden):
     manifest = [(k, tuple(s)) for k, s in json.loads(str(golden["manifest"]))]
-    sd = make_state_dict(manifest)
-    np.testing.assert_allclose(
-        fingerprint(list(sd.values())),
-        golden["weights_fingerprint"],
-        rtol=1e-9,
-        err_msg="numpy draws differ from the golden's; rerun make_mco_goldens.py",
-    )
-    return sd
+    return checked_state_dict(make_state_dict(manifest), golden, "make_mco_goldens.py")
 
 
 @pytest.fixture(scope="module")

@@ -37,16 +37,22 @@ def torch_manifest(arch: str) -> list[tuple[str, tuple[int, ...]]]:
     return manifest(load_golden(arch))
 
 
-def golden_state_dict(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    sd = make_state_dict(manifest(golden))
-    # a different numpy RNG stream would fail every comparison for a reason that is not a port bug
+def checked_state_dict(
+    sd: dict[str, np.ndarray], golden: dict[str, np.ndarray], script: str
+) -> dict[str, np.ndarray]:
+    """``sd`` after checking that its seeded numpy draws are the ones the golden was made with: a different
+    numpy RNG stream would fail every comparison for a reason that is not a port bug."""
     np.testing.assert_allclose(
         fingerprint(list(sd.values())),
         golden["weights_fingerprint"],
         rtol=1e-9,
-        err_msg="numpy draws differ from the goldens' (numpy RNG changed?); rerun make_goldens.py",
+        err_msg=f"numpy draws differ from the golden's (numpy RNG changed?); rerun {script}",
     )
     return sd
+
+
+def golden_state_dict(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return checked_state_dict(make_state_dict(manifest(golden)), golden, "make_goldens.py")
 
 
 def golden_images(golden: dict[str, np.ndarray], size: int, n: int = 2) -> np.ndarray:
