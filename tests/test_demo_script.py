@@ -165,12 +165,17 @@ def test_success_prints_stage_table_and_calls_report(tmp_path, serial):
         assert call("fer_jax.interpret --workdir .*mambafer") < call("--kind see")
         assert call("fer_jax.interpret --workdir .*mco_e_net ") < call("demo_see_rgb")
     report = calls[call("fer_jax.report")]
-    assert report == (
-        f"nice={nice} xla=[] -m fer_jax.report --out {out_dir}/report.md --started "
-        + re.search(r"--started (\d+)", report).group(1)
-        + f" --max-minutes 10 --run mambafer={out_dir}/mambafer --run mco_e_net={out_dir}/mco_e_net"
-        f" --run mco_e_net_rgb={out_dir}/mco_e_net_rgb --target mambafer.uar>=0.80"
-        " --target mco_e_net.uar>=0.85 --compare-lighting mco_e_net,mco_e_net_rgb,low,0.05"
+    assert (
+        report
+        == (
+            f"nice={nice} xla=[] -m fer_jax.report --out {out_dir}/report.md --started "
+            + re.search(r"--started (\d+)", report).group(1)
+            + f" --max-minutes 10 --run mambafer={out_dir}/mambafer --run mco_e_net={out_dir}/mco_e_net"
+            f" --run mco_e_net_rgb={out_dir}/mco_e_net_rgb --target mambafer.uar>=0.80"
+            " --target mco_e_net.uar>=0.85 --compare-lighting mco_e_net,mco_e_net_rgb,low,0.05"
+            # the documented seed spread, when the repository has it (benchmarks/demo_seeds.py's JSON)
+             + (f" --spread {demo.SPREAD}" if demo.SPREAD.is_file() else "")
+        )
     )
     assert call("fer_jax.report") == len(calls) - 1  # after every stage
 
