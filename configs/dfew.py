@@ -31,6 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.dataset = "dfew"
     c.data.num_frames = 16
     c.data.image_size = 128  # from the paper's FLOPs (15.2 G = 16 x 128 px; 112 px would be 12.5 G)
+    # 0: the build's own train / test (data_prep.build --fold K); 1..5: that fold of a --fold all build
+    c.data.fold = 0
 
     m = c.model
     m.name = "mambafer"

@@ -4,6 +4,10 @@
 Each worker reopens the ArrayRecord files while it unpickles the source (one thread), never lazily from
 grain's reader threads: tensorflow-datasets imports its submodules lazily, and several threads importing
 them at once deadlock on the import lock.
+
+A fold's split of a ``--fold all`` DFEW build (``fold<k>_train`` / ``fold<k>_test``) is not stored: it
+reads as the records of the stored split ``all`` that the manifest's fold lists name
+(``fer_jax.data.fold_splits``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,19 @@ import threading
 from typing import Any
 
 from fer_jax.data.safety import check_feature_classes
+
+
+class _Subset:
+    """The records of a stored split at ``positions`` (one fold's split of a ``--fold all`` build)."""
+
+    def __init__(self, ds, positions: list[int]):
+        self._ds, self._positions = ds, positions
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._ds[self._positions[int(index)]]
 
 
 class ShardSource:
@@ -32,11 +49,20 @@ class ShardSource:
 
                 check_feature_classes(self.data_dir)  # TFDS imports what features.json names
                 builder = tfds.builder_from_directory(self.data_dir)
-                if self.split not in builder.info.splits:
-                    raise ValueError(
-                        f"no split {self.split!r} in {self.data_dir}; it has {sorted(builder.info.splits)}"
-                    )
-                ds = builder.as_data_source(self.split)
+                stored, self._positions = self.split, None
+                if self.split not in builder.info.splits:  # a fold's split of a --fold all build?
+                    from fer_jax.data.fold_splits import positions
+                    from fer_jax.data.manifest import load_manifest
+
+                    found = positions(load_manifest(self.data_dir), self.split)
+                    if found is None:
+                        raise ValueError(
+                            f"no split {self.split!r} in {self.data_dir}; it has {sorted(builder.info.splits)}"
+                        )
+                    stored, self._positions = found
+                ds = builder.as_data_source(stored)
+                if self._positions is not None:
+                    ds = _Subset(ds, self._positions)
                 if len(ds):
                     ds[0]  # touches the decoders' lazy imports here, in one thread
                 self._ds = ds

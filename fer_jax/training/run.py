@@ -28,6 +28,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from fer_jax.cli import read_json
+from fer_jax.data.fold_splits import select_fold
 from fer_jax.data.info import DataInfo
 from fer_jax.models import registry
 from fer_jax.training import checkpoint as ckpt_lib
@@ -245,7 +246,7 @@ class Run:
         check_config(config)
         manifest = data.manifest(config)
         info = DataInfo.from_manifest(manifest)
-        config = _with_num_classes(config, info)
+        config = _with_num_classes(select_fold(config, manifest), info)  # data.fold -> the fold's splits
         mesh = mesh_lib.make_mesh()
         mesh_lib.check_batch_size(int(config.train.batch_size), mesh)
         mesh_lib.check_batch_size(int(config.eval.batch_size), mesh)
