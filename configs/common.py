@@ -43,7 +43,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.num_epochs = 200
     c.train.eval_every_steps = 0  # 0: once per epoch
     c.train.log_every_steps = 10
-    c.train.checkpoint_every_steps = 0  # 0: at each evaluation
+    c.train.checkpoint_every_steps = 0  # 0: at each evaluation; else every N steps, evaluations aside
+    # input and performance hooks (docs/training.md, "Input, prefetch, profiling, compilation cache")
+    c.train.normalize_on_device = True  # uint8 frames to the device, normalised in the jitted step
+    c.train.prefetch_batches = 2  # batches placed on the device ahead of the step; 0: none
+    c.train.profile_steps = ""  # off | "N": N steps after the first | "a,b": steps a..b; <workdir>/profile
+    c.train.compilation_cache_dir = ""  # JAX's persistent compilation cache there ("" off)
     c.train.keep_checkpoints = 2
     c.train.early_stopping_patience = 0  # evaluations without UAR improvement; 0 disables
     c.train.ema_decay = 0.0  # 0 disables EMA; decay warms up as min(decay, (1+t)/(10+t))

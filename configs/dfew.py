@@ -58,6 +58,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.train.batch_size = 8
     c.train.num_epochs = 200
+    # about 1,170 steps per epoch (a fold's ~9.4k clips at batch 8): save twice per epoch, so a pre-empted
+    # Colab loses minutes, not an epoch; evaluations (once per epoch) keep the best
+    c.train.checkpoint_every_steps = 500
     c.train.early_stopping_patience = 20  # evaluations (one per epoch) without UAR improvement
     c.train.ema_decay = 0.999  # the paper: "an EMA of weights", no decay given
     c.train.require_weights = True  # the paper starts from ImageNet: an empty backbone_weights stops the run

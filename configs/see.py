@@ -181,6 +181,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = model_config()
     c.train.batch_size = 64
     c.train.num_epochs = 200
+    # 25 steps per epoch (1,638 training sequences at batch 64): evaluate each epoch (the early-stopping
+    # and best-checkpoint signal), write the resumable `latest` checkpoint only every 40 epochs
+    c.train.checkpoint_every_steps = 1000
     c.train.require_weights = True  # ImageNet ResNet-18 branches: an empty backbone_weights stops the run
     c.optim.name = "adamw"
     c.optim.lr = 3e-4

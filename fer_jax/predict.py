@@ -58,7 +58,8 @@ class Predictor:
         return _record(Path(path), self.run, landmarks=None if landmarks is None else Path(landmarks))
 
     def prepare(self, path: str | Path, *, landmarks: str | Path | None = None) -> dict[str, np.ndarray]:
-        """One input -> one example of model inputs (no batch axis)."""
+        """One input -> one example of model inputs (no batch axis; uint8 frames with
+        ``train.normalize_on_device``: the eval step normalises them)."""
         return self._prepare(path, landmarks)[0]
 
     def _prepare(self, path: str | Path, landmarks: str | Path | None) -> tuple[dict[str, np.ndarray], dict]:

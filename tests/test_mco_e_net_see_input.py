@@ -27,6 +27,7 @@ def _config(base=see_reference):
     c = base.get_config()
     c.data.image_size = SIZE
     c.data.dir = "/shards/see"
+    c.train.normalize_on_device = False  # normalised frames, as _read_rgb_index reads them back
     return c
 
 

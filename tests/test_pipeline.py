@@ -13,13 +13,16 @@ from fer_jax.data.manifest import load_manifest
 from fer_jax.data.schema import decode_frames
 from fer_jax.data.source import ShardSource
 from fer_jax.preprocess.landmarks import TEMPLATE_68
+from fer_jax.training import device_input
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 
 
-def _config(shards, dataset="dfew", *, frames=8, batch=4, augment=False, workers=0):
+def _config(shards, dataset="dfew", *, frames=8, batch=4, augment=False, workers=0, on_device=False):
+    """on_device False: the host normalises (the float32 contract these tests read back to pixels)."""
     c = base_config()
+    c.train.normalize_on_device = on_device
     c.data.dataset, c.data.dir = dataset, str(shards)
     c.data.num_frames, c.data.image_size = frames, 64
     c.data.augment, c.data.num_workers = augment, workers
@@ -37,6 +40,12 @@ def test_dfew_batches_follow_the_contract_and_normalise(dfew_shards):
     b = next(pipeline.make_train_iterator(c))
     assert set(b) == {"frames", "landmarks", "label", "mask"}
     assert b["frames"].shape == (4, 8, 64, 64, 3) and b["frames"].dtype == np.float32
+    # train.normalize_on_device: the stored pixels leave the host as they are
+    raw = next(iter(pipeline.make_eval_iterator(_config(dfew_shards, on_device=True), "test", batch_size=2)))
+    assert raw["frames"].dtype == np.uint8
+    np.testing.assert_array_equal(
+        raw["frames"][0], decode_frames(ShardSource(dfew_shards, "test")[int(raw["index"][0])]["frames"])
+    )
     assert b["landmarks"].shape == (4, 8, 68, 2) and b["label"].dtype == np.int32 and b["mask"].all()
     ev = next(iter(pipeline.make_eval_iterator(c, "test", batch_size=2)))
     src = ShardSource(dfew_shards, "test")
@@ -209,6 +218,8 @@ def test_see_batches_fit_the_mco_e_net_inputs(see_shards):
     c.data.dir, c.data.image_size, c.data.num_workers = str(see_shards), 64, 0
     c.train.batch_size = 2
     b = next(pipeline.make_train_iterator(c))
+    assert b["rgb"].dtype == b["event"].dtype == np.uint8  # train.normalize_on_device: the step normalises
+    b = device_input.from_manifest(c, load_manifest(see_shards))(b)
     for name, (shape, dtype) in registry.input_spec(c).items():
         assert b[name].shape == (2, *shape) and b[name].dtype == dtype, name
 
@@ -216,8 +227,8 @@ def test_see_batches_fit_the_mco_e_net_inputs(see_shards):
 def test_dfew_batches_fit_the_mambafer_inputs(dfew_shards):
     from fer_jax.models import registry
 
-    c = _config(dfew_shards, batch=2)
+    c = _config(dfew_shards, batch=2, on_device=True)
     c.model.name = "mambafer"
-    b = next(pipeline.make_train_iterator(c))
+    b = device_input.from_manifest(c, load_manifest(dfew_shards))(next(pipeline.make_train_iterator(c)))
     for name, (shape, dtype) in registry.input_spec(c).items():
         assert b[name].shape == (2, *shape) and b[name].dtype == dtype, name

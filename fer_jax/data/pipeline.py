@@ -2,7 +2,10 @@
 JAX process, augmentation, batching without remainder, worker processes, a checkpointable iterator) and
 evaluation (every example exactly once across processes, the last batch padded with ``mask`` False).
 
-Batches are dicts of numpy arrays (docs/architecture.md):
+Batches are dicts of numpy arrays (docs/architecture.md). With ``train.normalize_on_device`` (the default)
+``frames`` / ``rgb`` leave as uint8 and ``event`` in its stored dtype (uint8 JPEG event frames, float16
+voxel grids; float32 once augmentation warped them): the jitted step normalises them
+(``fer_jax.training.device_input``, the same numbers). With it False they are float32 as listed here:
 - DFEW: ``frames`` ``(B, T, S, S, 3)`` float32 ImageNet-normalised, ``landmarks`` ``(B, T, 68, 2)``
   float32 in [0, 1], ``label`` int32 ``(B,)``, ``mask`` bool ``(B,)`` (+ ``event`` ``(B, T, S, S, bins)``
   when the shards were built with ``--simulate-events``).
@@ -16,7 +19,7 @@ str ``(B,)``: the record's id (for per-example outputs such as ``predictions.jso
 a real index and id with ``mask`` False).
 
 Config fields read: ``data.{dataset, dir, num_frames, image_size, num_workers, augment, see_sampling}``,
-``train.batch_size``, ``eval.batch_size``, ``seed``.
+``train.{batch_size, normalize_on_device}``, ``eval.batch_size``, ``seed``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class _Spec:
     event_mean: float | None = None
     event_std: float | None = None
     see_sampling: str = "stride4"  # SEE: stride4 | authors (fer_jax.data.see_sampling)
+    # False: frames stay uint8 and events in their stored dtype; the jitted step normalises them
+    # (fer_jax.training.device_input, train.normalize_on_device)
+    normalize: bool = True
 
 
 def _spec(config, manifest: Mapping[str, Any], augment: bool) -> _Spec:
@@ -78,7 +84,9 @@ def _spec(config, manifest: Mapping[str, Any], augment: bool) -> _Spec:
             f"config.data.see_sampling='authors' picks raw frames 12 apart, but {config.data.dir} keeps "
             f"{stored} frames per sequence; build it with data_prep.build --frames 0 (all frames)"
         )
+    train = config.get("train") or {}
     return _Spec(
+        normalize=not bool(train.get("normalize_on_device", True)),
         see_sampling=see_sampling,
         dataset=dataset,
         num_frames=int(config.data.num_frames),
@@ -104,16 +112,20 @@ def _to_model_inputs(ex: dict[str, Any], spec: _Spec, rng: np.random.Generator |
             if "landmarks" in ex
             else np.broadcast_to(TEMPLATE_68, (len(idx), NUM_LANDMARKS, 2))
         )
-        event = ex["event"][idx].astype(np.float32) if "event" in ex else None
+        event = ex["event"][idx] if "event" in ex else None
+        if event is not None and (params is not None or spec.normalize or event.dtype.kind != "f"):
+            event = event.astype(np.float32)  # voxel values; cv2 warps float32, not float16
         if params is not None:
             frames = aug.photometric(aug.geometric(frames, params), params)
             lm = aug.geometric_landmarks(lm, params, size)
             if event is not None:
                 event = aug.geometric(event, params)
-        out["frames"] = normalize.imagenet(frames)
+        out["frames"] = normalize.imagenet(frames) if spec.normalize else frames
         out["landmarks"] = np.asarray(lm, np.float32)
         if event is not None:
-            out["event"] = normalize.see_events(event, spec.event_mean, spec.event_std)
+            out["event"] = (
+                normalize.see_events(event, spec.event_mean, spec.event_std) if spec.normalize else event
+            )
         return out
     # SEE / DSEE
     k = len(ex["rgb"])
@@ -128,13 +140,18 @@ def _to_model_inputs(ex: dict[str, Any], spec: _Spec, rng: np.random.Generator |
     if np.asarray(stored_ev).dtype == object:
         event = decode_frames(stored_ev, idx)
     else:  # float16 voxel grids (cv2 warps float32, not float16)
-        event = np.asarray(stored_ev)[idx].astype(np.float32)
+        event = np.asarray(stored_ev)[idx]
+        if params is not None or spec.normalize or event.dtype.kind != "f":
+            event = event.astype(np.float32)  # a stored array holds voxel values, whatever its dtype
     if params is not None:
         # SEE: temporal sampling + flip + affine, the same on both modalities; colour only on RGB
         rgb = aug.photometric(aug.geometric(rgb, params), params)
         event = aug.geometric(event, params)
-    out["rgb"] = normalize.see_frames(rgb)
-    out["event"] = normalize.see_events(event, spec.event_mean, spec.event_std)
+    if spec.normalize:
+        out["rgb"] = normalize.see_frames(rgb)
+        out["event"] = normalize.see_events(event, spec.event_mean, spec.event_std)
+    else:
+        out["rgb"], out["event"] = rgb, event
     out["lighting"] = np.int32(ex["lighting"])
     return out
 
@@ -246,22 +263,56 @@ def make_train_iterator(
 
 
 class _EvalLoader:
-    """Finite iterable of padded evaluation batches; iterating again starts over."""
+    """Finite iterable of padded evaluation batches; iterating again gives the same batches again.
 
-    def __init__(self, loader, num_batches: int, num_real: int):
+    ``reuse`` (deterministic evaluation): ONE grain iterator over an endless repetition of the padded
+    split, of which each pass takes exactly ``num_batches`` batches (one epoch), so the worker processes
+    start once per loader, not once per evaluation. A pass left unfinished drops the iterator (the next
+    pass starts a new one at the split's beginning). Without ``reuse`` (random temporal sampling) each pass
+    is a fresh single-epoch iterator, so that a seed always gives the same draws.
+    """
+
+    def __init__(self, loader, num_batches: int, num_real: int, *, reuse: bool = False):
         self._loader = loader
+        self._reuse = reuse
+        self._it = None
         self.num_batches = num_batches
         self.num_real = num_real  # real examples of this process
+        self.iterators_started = 0  # grain iterators (worker start-ups) so far
 
     def __len__(self) -> int:
         return self.num_batches
 
+    def _start(self):
+        self.iterators_started += 1
+        return iter(self._loader)
+
     def __iter__(self):
-        for batch in self._loader:
-            pad = batch.pop("__pad__", None)
-            if pad is not None:
-                batch["mask"] = batch["mask"] & ~np.asarray(pad, bool)
-            yield batch
+        if not self._reuse:
+            yield from map(_unpad, self._start())
+            return
+        if self._it is None:
+            self._it = self._start()
+        done = 0
+        try:
+            while done < self.num_batches:
+                batch = _unpad(next(self._it))
+                done += 1
+                yield batch
+        finally:
+            if done < self.num_batches:
+                self._it = None  # stopped mid-pass: the position is unknown, start over next time
+
+    def close(self) -> None:
+        """Drops the live iterator (its worker processes end)."""
+        self._it = None
+
+
+def _unpad(batch: dict) -> dict:
+    pad = batch.pop("__pad__", None)
+    if pad is not None:
+        batch["mask"] = batch["mask"] & ~np.asarray(pad, bool)
+    return batch
 
 
 def make_eval_iterator(
@@ -299,13 +350,15 @@ def make_eval_iterator(
     _ensure_flags_parsed(int(config.data.num_workers))
     loader = grain.DataLoader(
         data_source=_PaddedSource(source, padded),
+        # deterministic passes repeat the padded split endlessly (whole batches per epoch: len(padded) is
+        # a multiple of `local`), so one iterator and its workers serve every evaluation
         sampler=grain.samplers.IndexSampler(
-            num_records=len(padded), shuffle=False, num_epochs=1, seed=op_seed
+            num_records=len(padded), shuffle=False, num_epochs=1 if augment else None, seed=op_seed
         ),
         operations=[op, grain.transforms.Batch(local, drop_remainder=False)],
         worker_count=int(config.data.num_workers),
     )
-    return _EvalLoader(loader, num_batches, len(mine))
+    return _EvalLoader(loader, num_batches, len(mine), reuse=not augment)
 
 
 def _pop_meta(element) -> tuple[bool, int]:

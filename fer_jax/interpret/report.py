@@ -162,7 +162,8 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
             lms.append(np.asarray(batch["landmarks"])[keep])
         for row, idx in enumerate(np.asarray(batch.get("index", [])).tolist()):
             if idx in wanted and keep[row]:
-                chosen[idx] = {k: np.asarray(batch[k])[row] for k in (*names, "label")}
+                # normalised as the steps do (the batches may carry uint8 frames): Grad-CAM runs the model
+                chosen[idx] = run.normalized_inputs({k: np.asarray(batch[k])[row] for k in (*names, "label")})
                 preds[idx] = int(outs["pred"][row])
     outputs = {k: np.concatenate(v) for k, v in chunks.items()}
     notes = [f"checkpoint step {run.step}, split {split}, {len(outputs.get('label', []))} examples"]

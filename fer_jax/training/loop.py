@@ -9,7 +9,9 @@ model and state, the mesh and the checkpoints. Running it again on the same ``wo
 newest checkpoint exactly (parameters, optimizer, EMA, BatchNorm statistics, dropout RNG, early-stopping
 state, data-iterator position). Workdir layout: ``config.json`` (resolved config), ``manifest.json`` (the
 shards' manifest), ``metrics.jsonl``, ``tb/`` (TensorBoard), ``checkpoints/{latest,best}/<step>/``,
-``figures/{confusion,curves}.png``, ``eval_<split>.json`` (the latest evaluation); see docs/training.md.
+``figures/{confusion,curves}.png``, ``eval_<split>.json`` (the latest evaluation), ``profile/`` (with
+``train.profile_steps``); see docs/training.md. Each logged train row carries ``step_time_s`` and
+``data_wait_s`` (seconds per step over the logging interval; ``fer_jax.training.prefetch``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,11 @@ import numpy as np
 from fer_jax.losses import loss_from_config
 from fer_jax.training import figures as fig_lib
 from fer_jax.training import logging as log_lib
+from fer_jax.training import profiling
 from fer_jax.training import state as state_lib
 from fer_jax.training.data import DataSource
 from fer_jax.training.early_stopping import EarlyStopping
+from fer_jax.training.prefetch import DevicePrefetch
 from fer_jax.training.run import Run
 
 
@@ -115,7 +120,10 @@ def train(
 def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, Any]:
     """The steps, evaluations and checkpoints of :func:`train` over an open Run."""
     config, lengths, total = run.config, run.lengths, run.lengths["total_steps"]
-    train_iter = run.train_iterator()
+    # batches reach the device two steps ahead; its get_state() is the position of the consumed ones
+    train_iter = DevicePrefetch(
+        run.train_iterator(), run.device_batch, int(config.train.get("prefetch_batches", 2))
+    )
     stopper = EarlyStopping(patience=int(config.train.early_stopping_patience))
     start, last_eval = run.step, None
     if run.resumed is not None:
@@ -152,41 +160,49 @@ def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, An
         run.save(which, step, train_iter.get_state(), meta)
         saved[which] = (step, status)
 
-    def check(step: int, m_dev: dict, log: bool, clips_s: float) -> None:
+    def check(step: int, m_dev: dict, log: dict | None) -> None:
         m = {k: float(v) for k, v in jax.device_get(m_dev).items()}
         if not math.isfinite(m["loss"]):
             raise NonFiniteLossError(step, m["loss"])
-        if log:
+        if log is not None:
             epoch = step / lengths["steps_per_epoch"]
-            writer.scalars(step, "train", {**m, "clips_per_s": clips_s, "epoch": epoch})
+            writer.scalars(step, "train", {**m, **log, "epoch": epoch})
 
     status, signum, step = "finished", None, start
-    pending = None  # (step, metrics, log) of the step before: checked one step late so dispatch stays async
-    clips_s = 0.0
+    # (step, metrics, timings to log or None) of the step before: checked one step late so dispatch stays async
+    pending = None
+    timer = _IntervalTimer(train_iter)
+    profiler = profiling.StepProfiler(
+        profiling.parse_profile_steps(config.train.get("profile_steps", ""), start), run.workdir / "profile"
+    )
     try:
         with _StopFlag() as flag:
             while step < total:
                 if flag.signum is not None or (stop_at_step is not None and step >= stop_at_step):
                     if pending:
-                        check(*pending, clips_s)
+                        check(*pending)
                         pending = None
                     status = "interrupted" if flag.signum is not None else "stopped"
                     signum = flag.signum
                     save("latest", step, status)
                     break
-                run.state, m_dev = train_step(run.state, run.device_batch(next(train_iter)))
+                profiler.before(step + 1)
+                run.state, m_dev = train_step(run.state, next(train_iter))
+                profiler.after(step + 1, m_dev)
                 if pending:
-                    check(*pending, clips_s)
+                    check(*pending)
                 step += 1
+                timer.steps += 1
                 log_now = step % lengths["log_every"] == 0 or step == total
-                pending = (step, m_dev, log_now)
+                pending = (step, m_dev, None)
                 if log_now:
-                    m_host = jax.device_get(m_dev)
+                    m_host = jax.device_get(m_dev)  # waits for the step: the interval's time is complete
                     clips_s = bar.update(step, float(m_host["loss"]), float(m_host["lr"]))
+                    pending = (step, m_dev, {"clips_per_s": clips_s, **timer.read()})
                 do_eval = step % lengths["eval_every"] == 0 or step == total
                 do_ckpt = step % lengths["checkpoint_every"] == 0 or step == total
                 if do_eval or do_ckpt:
-                    check(*pending, clips_s)
+                    check(*pending)
                     pending = None
                 if do_eval:
                     # during training one deterministic pass; `evaluate --passes N` does the protocol
@@ -213,12 +229,37 @@ def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, An
                         break
                 if do_ckpt:
                     save("latest", step, "finished" if step == total else "running")
+                if do_eval or do_ckpt:
+                    timer.restart()  # evaluation and saving are not step time
             if pending:
-                check(*pending, clips_s)
+                check(*pending)
     finally:
+        profiler.stop()
         bar.close()
         writer.close()
     return _summary(status, int(step), stopper, last_eval, signum)
+
+
+class _IntervalTimer:
+    """Step time and data wait of one logging interval (wall seconds per step, averaged over the steps
+    since the last log, evaluation and checkpoint time excluded). ``data_wait_s`` is the time spent
+    waiting for host batches (``DevicePrefetch.wait_s``): near 0 when the input pipeline keeps up."""
+
+    def __init__(self, prefetch: DevicePrefetch):
+        self._prefetch = prefetch
+        self.restart()
+
+    def restart(self) -> None:
+        self._t, self._wait, self.steps = time.perf_counter(), self._prefetch.wait_s, 0
+
+    def read(self) -> dict[str, float]:
+        n = max(self.steps, 1)
+        out = {
+            "step_time_s": (time.perf_counter() - self._t) / n,
+            "data_wait_s": (self._prefetch.wait_s - self._wait) / n,
+        }
+        self.restart()
+        return out
 
 
 def _summary(

@@ -92,4 +92,6 @@ def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """This process's slice of a batch (dict of ``(local_B, ...)`` arrays) -> global arrays sharded on
     ``'data'`` (global batch = local batch x processes)."""
     sharding = data_sharded(mesh)
+    if jax.process_count() == 1:  # one asynchronous transfer (the prefetch overlaps it with the step)
+        return jax.device_put({k: np.asarray(v) for k, v in batch.items()}, sharding)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from fer_jax.data.fold_splits import select_fold
 from fer_jax.data.info import DataInfo
 from fer_jax.models import registry
 from fer_jax.training import checkpoint as ckpt_lib
-from fer_jax.training import evaluation, optim, steps
+from fer_jax.training import device_input, evaluation, optim, profiling, steps
 from fer_jax.training import mesh as mesh_lib
 from fer_jax.training import state as state_lib
 from fer_jax.training.data import DataSource, PipelineData
@@ -228,6 +229,8 @@ class Run:
     resumed: tuple[Any, dict] | None = None
     pretrained: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # deterministic evaluation loaders by (split, global batch size): built once, iterated per evaluation
+    _eval_loaders: dict = dataclasses.field(default_factory=dict, repr=False)
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -244,6 +247,8 @@ class Run:
         # everything is validated (config ranges, data, checkpoint) before the first write into workdir:
         # a refused resume must leave an intact run as it was
         check_config(config)
+        profiling.parse_profile_steps(config.train.get("profile_steps", ""))  # refused before any write
+        profiling.use_compilation_cache(config)
         manifest = data.manifest(config)
         info = DataInfo.from_manifest(manifest)
         config = _with_num_classes(select_fold(config, manifest), info)  # data.fold -> the fold's splits
@@ -300,6 +305,7 @@ class Run:
         config = load_config(workdir)
         if not (workdir / "checkpoints").exists():
             raise FileNotFoundError(f"no checkpoints in {workdir}")
+        profiling.use_compilation_cache(config)
         if data is not None:
             manifest = data.manifest(config)
         elif (workdir / "manifest.json").exists():
@@ -356,9 +362,23 @@ class Run:
         return nnx.merge(self.defs.eval, self.eval_params, self.state["rest"])
 
     @cached_property
+    def normalize(self) -> device_input.DeviceNormalize | None:
+        """The steps' input normalisation (``train.normalize_on_device``; None: the host normalises)."""
+        return device_input.from_manifest(self.config, self.info.manifest())
+
+    def normalized_inputs(self, example: dict) -> dict[str, np.ndarray]:
+        """``example`` (host arrays, any batch axes) with its model inputs normalised as the steps do: for
+        callers that run the model outside them (Grad-CAM)."""
+        if self.normalize is None:
+            return dict(example)
+        return {k: np.asarray(v) for k, v in self.normalize(example).items()}
+
+    @cached_property
     def eval_step(self):
         """Jitted ``eval_step(params, rest, batch) -> outputs`` (``steps.make_eval_step``)."""
-        return steps.jit_eval_step(steps.make_eval_step(self.defs, self.input_names), self.mesh)
+        return steps.jit_eval_step(
+            steps.make_eval_step(self.defs, self.input_names, self.normalize), self.mesh
+        )
 
     def make_train_step(self, loss_fn: steps.LossFn):
         """Jitted ``train_step(state, batch) -> (state, metrics)`` with the state donated."""
@@ -371,6 +391,7 @@ class Run:
                 self.input_names,
                 ema_decay=float(self.config.train.ema_decay),
                 grad_accum_steps=int(self.config.train.grad_accum_steps),
+                normalize=self.normalize,
             ),
             self.mesh,
         )
@@ -393,16 +414,28 @@ class Run:
 
     def eval_iterator(self, split: str, *, batch_size: int | None = None, pass_index: int = 0,
                       augment: bool = False):  # fmt: skip
-        """This process's padded evaluation batches of ``split`` (seed ``config.seed + pass_index``)."""
-        return self.data.eval_iterator(
+        """This process's padded evaluation batches of ``split`` (seed ``config.seed + pass_index``).
+
+        A deterministic loader (``augment`` False) is built once per split and batch size and handed out
+        again (its grain workers start once), when the data source returns an iterable that may be
+        iterated again (``fer_jax.data.pipeline``'s loaders are; a one-shot iterator is rebuilt each time).
+        """
+        bs = int(batch_size or self.config.eval.batch_size)
+        key = (split, bs)
+        if not augment and key in self._eval_loaders:
+            return self._eval_loaders[key]
+        loader = self.data.eval_iterator(
             self.config,
             split,
-            batch_size=int(batch_size or self.config.eval.batch_size),
+            batch_size=bs,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             seed=int(self.config.seed) + pass_index,
             augment=augment,
         )
+        if not augment and not isinstance(loader, Iterator):
+            self._eval_loaders[key] = loader
+        return loader
 
     def evaluate(self, split: str | None = None, passes: int = 1, *, batch_size: int | None = None,
                  augment: bool | None = None) -> tuple[dict, dict]:  # fmt: skip
@@ -439,7 +472,10 @@ class Run:
         self.checkpoints.save(which, step, self.state, iter_state, meta)
 
     def close(self) -> None:
-        """Waits for pending checkpoint writes and closes the managers."""
+        """Waits for pending checkpoint writes and closes the managers; drops the evaluation loaders."""
+        for loader in self._eval_loaders.values():
+            getattr(loader, "close", lambda: None)()
+        self._eval_loaders.clear()
         if self.checkpoints is not None:
             self.checkpoints.wait()
             self.checkpoints.close()

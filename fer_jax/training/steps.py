@@ -40,8 +40,12 @@ def make_train_step(
     *,
     ema_decay: float = 0.0,
     grad_accum_steps: int = 1,
+    normalize: Callable[[dict], dict] | None = None,
 ) -> Callable:
     """Returns the un-jitted ``train_step(state, batch) -> (state, metrics)``.
+
+    ``normalize``: ``batch -> batch`` applied first, inside the step (``device_input.DeviceNormalize``:
+    uint8 frames to float32 model inputs); None when the host normalised the batch.
 
     metrics: scalars ``loss`` (task + aux), ``task_loss``, ``aux_loss``, ``accuracy``, ``grad_norm``, ``lr``.
     """
@@ -49,6 +53,8 @@ def make_train_step(
     accum = max(int(grad_accum_steps), 1)
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
+        if normalize is not None:
+            batch = normalize(batch)
         mask = batch.get("mask")
 
         def loss_of(params, rest):
@@ -91,13 +97,17 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(defs: ModelDefs, input_names: Sequence[str]) -> Callable:
+def make_eval_step(
+    defs: ModelDefs, input_names: Sequence[str], normalize: Callable[[dict], dict] | None = None
+) -> Callable:
     """Returns ``eval_step(params, rest, batch) -> outputs``: ``probs`` (B, C), ``pred`` (B,), the batch's
     ``BATCH_KEYS`` (``label``/``mask``/``lighting``/``index``) passed through, and ``stats/<name>`` for
-    the model's stats."""
+    the model's stats. ``normalize`` as in :func:`make_train_step`."""
     input_names = tuple(input_names)
 
     def eval_step(params, rest, batch):
+        if normalize is not None:
+            batch = normalize(batch)
         model = nnx.merge(defs.eval, params, rest)
         out = model(**{k: batch[k] for k in input_names})
         logits = out["logits"].astype(jnp.float32)
