@@ -1,15 +1,18 @@
 """Builds ArrayRecord shards (TFDS layout) + manifest.json from a raw DFEW, SEE or DSEE folder.
 
-  python -m data_prep.build --dataset dfew --root RAW --out DIR [--fold 1] [--frames 16] [--size 128]
+  python -m data_prep.build --dataset dfew --root RAW --out DIR [--fold 1|all] [--frames 16] [--size 128]
   python -m data_prep.build --dataset see  --root RAW --out DIR [--frames 16] [--size 100]
 
 The result reads without this code: ``tfds.builder_from_directory(DIR).as_data_source("train")``, or
-``fer_jax.data.pipeline`` with ``config.data.dir=DIR``.
+``fer_jax.data.pipeline`` with ``config.data.dir=DIR``. DFEW ``--fold all`` processes every clip once
+into one stored split and writes the five folds into the manifest as split lists (``fold<k>_train`` /
+``fold<k>_test``, chosen at train time with ``--config.data.fold=K``: ``fer_jax.data.fold_splits``).
 
 Builds are atomic: the work happens in a hidden sibling folder ``.<out>.partial-<pid>`` that is renamed
 to ``--out`` only when complete (with a ``_BUILD_COMPLETE`` marker). A re-run with the same settings
-skips a finished build; an interrupted one leaves no ``--out`` and its leftovers are removed by the next
-run. ``--out`` is never ``--root``, a folder holding it or one inside it, and ``--overwrite`` replaces only
+skips a finished build; an interrupted one leaves no ``--out``, and the clips it had processed (kept in
+``.<out>.cache`` beside it) are read back by the next run with the same settings instead of processed
+again. ``--out`` is never ``--root``, a folder holding it or one inside it, and ``--overwrite`` replaces only
 a build of ours (a folder of other files is never deleted). Bad inputs are skipped (or repaired) with a
 reason recorded in the manifest.
 
@@ -30,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.builders.resume import ResultCache
 from fer_jax.cli import one_line
+from fer_jax.data.fold_splits import STORED_SPLIT, fold_entries, split_name
 from fer_jax.data.manifest import COMPLETE_MARKER, MANIFEST_FILE, load_manifest, write_manifest
 from fer_jax.data.schema import LIGHTING_NAMES, features
 from fer_jax.preprocess.video import checksum_files
@@ -59,7 +64,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, choices=("dfew", "see", "dsee"))
     p.add_argument("--root", "--raw", dest="root", required=True, help="the raw dataset folder")
     p.add_argument("--out", required=True, help="output dataset folder (created atomically)")
-    p.add_argument("--fold", type=int, default=1, help="DFEW fold 1..5 (default 1)")
+    p.add_argument(
+        "--fold",
+        default="1",
+        help="DFEW fold 1..5 (default 1), or all: every clip once, the 5 folds as split lists",
+    )
     p.add_argument(
         "--frames", type=int, default=None, help="frames stored per clip (dfew 16, see 16; see: 0 = all)"
     )
@@ -107,8 +116,9 @@ def _settings(a: argparse.Namespace) -> dict:
     size = d["size"] if a.size is None else a.size
     if not a.root or not Path(a.root).is_dir():
         raise UsageError(f"--root {a.root} is not a directory")
-    if a.dataset == "dfew" and not 1 <= a.fold <= 5:
-        raise UsageError(f"--fold must be 1..5, got {a.fold}")
+    fold = str(a.fold).strip().lower()
+    if a.dataset == "dfew" and fold != "all" and fold not in ("1", "2", "3", "4", "5"):
+        raise UsageError(f"--fold must be 1..5 or all, got {a.fold}")
     if frames < (1 if a.dataset == "dfew" else 0):
         raise UsageError(f"--frames must be >= {1 if a.dataset == 'dfew' else 0}, got {frames}")
     if not 16 <= size <= 1024:
@@ -180,7 +190,7 @@ def _settings(a: argparse.Namespace) -> dict:
     }
     if a.dataset == "dfew":
         s.update(
-            fold=a.fold,
+            fold=fold if fold == "all" else int(fold),
             landmarks=lm,
             align=align,
             source=a.source,
@@ -257,8 +267,14 @@ def _check_paths(root: Path, out: Path) -> None:
         )
 
 
+def _num_built(manifest: dict) -> int:
+    """Records stored (a folds build also lists each fold's splits in ``num_examples``)."""
+    n = manifest["num_examples"]
+    return int(n.get(STORED_SPLIT, 0)) if manifest.get("folds") else sum(n.values())
+
+
 def _exit_status(manifest: dict, max_skip: float) -> tuple[int, str]:
-    built = sum(manifest["num_examples"].values())
+    built = _num_built(manifest)
     skipped = len(manifest["skipped"])
     frac = skipped / max(1, built + skipped)
     if built == 0:
@@ -270,6 +286,11 @@ def _exit_status(manifest: dict, max_skip: float) -> tuple[int, str]:
 
 def _summary(out: Path, manifest: dict, seconds: float | None) -> str:
     n = manifest["num_examples"]
+    if manifest.get("folds"):
+        n = {STORED_SPLIT: n[STORED_SPLIT]} | {
+            f"fold {k}": f"{n[split_name(int(k), 'train')]} / {n[split_name(int(k), 'test')]}"
+            for k in manifest["folds"]
+        }
     lines = [f"{manifest['dataset']} -> {out}: " + ", ".join(f"{k} {v}" for k, v in n.items())]
     if seconds is not None:
         lines[0] += f" in {seconds:.1f} s"
@@ -285,10 +306,16 @@ def _plan(settings: dict, root: Path, workers: int, quiet: bool):
     from data_prep.builders import dfew, see
     from data_prep.builders.tfds_builders import Plan
 
-    if settings["dataset"] == "dfew":
+    folds = None
+    if settings["dataset"] == "dfew" and settings["fold"] == "all":
+        items, skipped, label_files, folds = dfew.read_all_folds(
+            root, settings["source"], settings["landmarks"]
+        )
+    elif settings["dataset"] == "dfew":
         items, skipped, label_files = dfew.read_layout(
             root, settings["fold"], settings["source"], settings["landmarks"]
         )
+    if settings["dataset"] == "dfew":
         names = dfew.class_names()
         st = dfew.Settings(
             frames=settings["frames"], size=settings["size"], encoding=settings["encoding"],
@@ -313,7 +340,7 @@ def _plan(settings: dict, root: Path, workers: int, quiet: bool):
         fn = functools.partial(see.process, settings=st)
     plan = Plan(features=feats, items=items, process=fn, workers=workers, quiet=quiet,
                 description=f"fer_jax {settings['dataset']} shards")  # fmt: skip
-    return plan, skipped, label_files, list(names)
+    return plan, skipped, label_files, list(names), folds
 
 
 def _manifest(settings, names, plan, results, layout_skips, label_files, root: Path) -> dict:
@@ -373,6 +400,21 @@ def _manifest(settings, names, plan, results, layout_skips, label_files, root: P
     return m
 
 
+def _add_folds(manifest: dict, data_path, folds: dict, results, num_classes: int) -> None:
+    """Adds the folds' split lists to a ``--fold all`` manifest: the ids in storage order are read back
+    from the written split (TFDS orders records by a hash of their keys), each fold's counts beside them."""
+    import tensorflow_datasets as tfds
+
+    ds = tfds.builder_from_directory(str(data_path)).as_data_source(STORED_SPLIT)
+    ids = [ds[i]["id"] for i in range(len(ds))]
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    labels = {r.key: int(r.example["label"]) for r in results if r.example is not None}
+    entries = fold_entries(ids, labels, folds, num_classes)
+    manifest["num_examples"].update(entries.pop("num_examples"))
+    manifest["class_counts"].update(entries.pop("class_counts"))
+    manifest.update(entries)
+
+
 def _warn_landmarks(settings: dict) -> None:
     if settings.get("landmarks_warning"):
         print(f"WARNING: --landmarks template: {settings['landmarks_warning']}", file=sys.stderr)
@@ -429,7 +471,12 @@ def build(args: argparse.Namespace) -> int:
         if args.quiet:
             tfds.disable_progress_bar()
 
-        plan, layout_skips, label_files, names = _plan(settings, root, args.workers, args.quiet)
+        plan, layout_skips, label_files, names, folds = _plan(settings, root, args.workers, args.quiet)
+        # clips processed by an interrupted run with these settings are read back, not processed again
+        cache = ResultCache(
+            out.parent / f".{out.name}.cache", {"settings": settings, "root": str(root.resolve())}
+        )
+        plan.cache = cache
         builder = BUILDERS[settings["dataset"]](
             plan=plan, data_dir=str(partial / "tfds"), file_format="array_record"
         )
@@ -437,8 +484,10 @@ def build(args: argparse.Namespace) -> int:
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
         results = builder.results
         manifest = _manifest(settings, names, plan, results, layout_skips, label_files, root)
+        if folds is not None:
+            _add_folds(manifest, builder.data_path, folds, results, len(names))
         status, why = _exit_status({"schema_version": 0, **manifest}, args.max_skip)
-        if sum(manifest["num_examples"].values()) == 0:
+        if _num_built(manifest) == 0:
             print(_summary(out, manifest, None), file=sys.stderr)
             print("error: nothing was built", file=sys.stderr)
             return 1
@@ -453,11 +502,13 @@ def build(args: argparse.Namespace) -> int:
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.rename(final, out)
+        cache.remove()  # after the rename: an interruption before it keeps the processed clips
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     print(_summary(out, manifest, time.perf_counter() - t0))
     _warn_landmarks(settings)  # again after the progress output, where it is seen
-    empty = [s for s in ("train", "test") if not manifest["num_examples"].get(s)]
+    parts = [split_name(int(k), p) for k in manifest.get("folds", {}) for p in ("train", "test")]
+    empty = [s for s in parts or ("train", "test") if not manifest["num_examples"].get(s)]
     if empty:  # trains or evaluates on nothing later: say it now, where the cause is visible
         print(f"warning: {out} has an empty {' and '.join(empty)} split", file=sys.stderr)
     if why:

@@ -7,6 +7,11 @@ figures found in the run (confusion matrix, training curves, Grad-CAM strips, ex
 ``--target NAME.METRIC>=VALUE`` are measured and reported as met or missed, never adjusted.
 ``--compare-lighting A,B,CONDITION,MARGIN`` reports run A's minus run B's accuracy under one lighting
 condition (the paper-2 finding that events help in low light).
+
+``python -m fer_jax.report --out RUNS/report.md --folds RUNS`` aggregates the folds of a cross-validation
+(``RUNS/fold<k>``, as ``python -m fer_jax.folds`` writes them): each fold's WAR, UAR, macro-F1 and
+per-class recall, their mean and standard deviation over the folds, and links to each fold's metrics and
+logs.
 """
 
 from __future__ import annotations
@@ -256,6 +261,108 @@ def build_report(
     return summary
 
 
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof 1, the spread between folds; None for one value)."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _fold_metrics(workdir: Path, checkpoint: str) -> dict[str, Any]:
+    """A fold run's metrics of the split it evaluated on (its config.json's ``data.eval_split``)."""
+    return read_metrics(workdir, _fold_split(workdir), checkpoint)
+
+
+def build_fold_report(
+    folds: dict[int, Path], *, out: Path, checkpoint: str = "best", title: str = "fer_jax cross-validation"
+) -> dict[str, Any]:
+    """Writes ``out`` (Markdown) and ``summary.json`` beside it for the runs of ``folds`` ({fold: workdir})
+    and returns the summary: per fold ``war``, ``uar``, ``macro_f1``, ``per_class``; ``mean`` / ``std`` of
+    each over the folds (per class over the folds whose test split holds the class)."""
+    check_output_file(out)
+    if not folds:
+        raise ValueError("no folds to report")
+    metrics = {k: _fold_metrics(Path(wd), checkpoint) for k, wd in sorted(folds.items())}
+    classes = list(dict.fromkeys(c for m in metrics.values() for c in m.get("per_class", {})))
+    per_fold = {
+        str(k): {"workdir": str(folds[k]), "war": m["war"], "uar": m["uar"], "macro_f1": m.get("macro_f1"),
+                 "num_examples": m.get("num_examples"), "checkpoint_step": m.get("checkpoint_step"),
+                 "per_class": m.get("per_class", {})}
+        for k, m in metrics.items()
+    }  # fmt: skip
+    mean: dict[str, Any] = {"per_class": {}}
+    std: dict[str, Any] = {"per_class": {}}
+    for key in ("war", "uar", "macro_f1"):
+        mean[key], std[key] = _mean_std([e[key] for e in per_fold.values() if e[key] is not None])
+    for c in classes:
+        vals = [e["per_class"][c] for e in per_fold.values() if e["per_class"].get(c) is not None]
+        mean["per_class"][c], std["per_class"][c] = _mean_std(vals)
+    summary = {"machine": machine_description(), "checkpoint": checkpoint, "folds": per_fold, "mean": mean,
+               "std": std, "num_folds": len(per_fold), "std_kind": "sample (ddof 1)"}  # fmt: skip
+
+    def pm(m, s):
+        return "-" if m is None else _pct(m) + ("" if s is None else f" ± {_pct(s)}")
+
+    out_dir = out.parent
+    lines = [f"# {title}", "", f"Machine: {summary['machine']}.", "",
+             f"{len(per_fold)} fold(s), checkpoint `{checkpoint}`; mean ± sample standard deviation over the "
+             "folds. Every number is read from the folds' `metrics.json`.", "",
+             "| fold | WAR % | UAR % | macro-F1 % | test clips | metrics | logs |", "|---|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    for k, e in per_fold.items():
+        wd = Path(e["workdir"])
+        rel = os.path.relpath(find_metrics(wd, _fold_split(wd), checkpoint), out_dir)
+        logs = os.path.relpath(wd / "logs", out_dir)
+        lines.append(f"| {k} | {_pct(e['war'])} | {_pct(e['uar'])} | {_pct(e['macro_f1'])} | "
+                     f"{e['num_examples']} | [metrics.json]({rel}) | [{logs}]({logs}) |")  # fmt: skip
+    lines.append(
+        f"| **mean** | {pm(mean['war'], std['war'])} | {pm(mean['uar'], std['uar'])} | "
+        f"{pm(mean['macro_f1'], std['macro_f1'])} | | | |"
+    )
+    lines += ["", "## Recall per class (%)", "", "| class | " + " | ".join(f"fold {k}" for k in per_fold)
+              + " | mean ± std |", "|---|" + "---:|" * (len(per_fold) + 1)]  # fmt: skip
+    for c in classes:
+        cells = " | ".join(_pct(e["per_class"].get(c)) for e in per_fold.values())
+        lines.append(f"| {c} | {cells} | {pm(mean['per_class'][c], std['per_class'][c])} |")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, "\n".join(lines) + "\n")
+    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _fold_split(workdir: Path) -> str:
+    path = workdir / "config.json"
+    config = read_json(path, "the run's config") if path.is_file() else {}
+    return (config.get("data") or {}).get("eval_split", "test")
+
+
+def fold_runs(folder: Path) -> dict[int, Path]:
+    """``{k: folder/fold<k>}`` for every ``fold<k>`` run folder in ``folder``."""
+    found = {int(p.name[4:]): p for p in folder.glob("fold*") if p.is_dir() and p.name[4:].isdigit()}
+    if not found:
+        raise ValueError(
+            f"--folds {folder}: no fold<k> run folders in it (python -m fer_jax.folds writes them)"
+        )
+    return dict(sorted(found.items()))
+
+
+def format_fold_summary(summary: dict[str, Any]) -> str:
+    """The per-fold table and the mean ± std line (``fer_jax.folds`` prints it at the end)."""
+    rows = [f"{'fold':<8}{'WAR %':>8}{'UAR %':>8}{'F1 %':>8}"]
+    for k, e in summary["folds"].items():
+        rows.append(f"{k:<8}{_pct(e['war']):>8}{_pct(e['uar']):>8}{_pct(e['macro_f1']):>8}")
+    mean, std = summary["mean"], summary["std"]
+    rows.append(
+        "mean ± std over {} fold(s): WAR {} ± {}, UAR {} ± {}, macro-F1 {} ± {}".format(
+            summary["num_folds"], _pct(mean["war"]), _pct(std["war"]), _pct(mean["uar"]), _pct(std["uar"]),
+            _pct(mean["macro_f1"]), _pct(std["macro_f1"]),
+        )
+    )  # fmt: skip
+    return "\n".join(rows)
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The table printed at the end of ``make demo``."""
     rows = [f"{'model':<16}{'WAR %':>8}{'UAR %':>8}  low-light %"]
@@ -329,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m fer_jax.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="report path, e.g. runs/demo/report.md")
     parser.add_argument("--run", action="append", default=[], help="NAME=WORKDIR (repeat)")
+    parser.add_argument(
+        "--folds", default=None, help="RUNS: aggregate RUNS/fold<k> (python -m fer_jax.folds) into mean ± std"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--checkpoint", default="best")
     parser.add_argument(
@@ -354,6 +464,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     now = time.time()
+    if args.folds is not None:
+        try:
+            if args.run:
+                raise ValueError("--folds and --run are separate reports; give one of them")
+            summary = build_fold_report(
+                fold_runs(Path(args.folds)), out=Path(args.out), checkpoint=args.checkpoint
+            )
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as e:
+            print(f"error: {one_line(e, with_type=True)}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(format_fold_summary(summary))
+        print(f"wrote {args.out} and {Path(args.out).parent / 'summary.json'}")
+        return 0
     try:
         if not args.run:
             raise ValueError("give at least one --run NAME=WORKDIR")

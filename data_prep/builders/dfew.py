@@ -19,6 +19,7 @@ from pathlib import Path
 
 from data_prep.builders.common import Item, Result, Skip, inside
 from fer_jax.data.constants import DFEW_CLASS_NAMES
+from fer_jax.data.fold_splits import STORED_SPLIT
 from fer_jax.preprocess.clip import FaceRecordSettings, face_landmarks, make_face_record
 from fer_jax.preprocess.video import read_frames
 
@@ -196,6 +197,46 @@ def read_layout(root: Path, fold: int, source: str = "auto", landmarks: str = "t
         skipped.append(Skip(f"train/{it.key}", "clip is also in the test split; kept it in test only"))
     items["train"] = [it for it in items["train"] if it.key not in test_keys]
     return items, skipped, list(csvs.values())
+
+
+def read_all_folds(root: Path, source: str = "auto", landmarks: str = "template", num_folds: int = 5):
+    """Every clip of the ``num_folds`` folds once, and each fold's split lists (``--fold all``).
+
+    Returns ``(items, skipped, label_files, folds)``: ``items`` ``{"clips": [Item]}`` (one item per clip,
+    whichever fold's CSVs name it), ``folds`` ``{"1": {"train": [key], "test": [key]}, ...}``. Each fold's
+    CSVs are read and checked as ``read_layout`` does (its skip records carry ``fold<k>/``; a problem of
+    the clip itself, the same in every fold, is recorded once); a clip whose label differs between folds
+    is skipped in all of them.
+    """
+    by_key: dict[str, Item] = {}
+    labels: dict[str, set[int]] = {}
+    folds: dict[str, dict[str, list[str]]] = {}
+    skipped: list[Skip] = []
+    seen: set[tuple[str, str]] = set()
+    label_files: list[Path] = []
+    for k in range(1, num_folds + 1):
+        items, skips, files = read_layout(root, k, source, landmarks)
+        label_files += files
+        for s in skips:
+            clip = s.item.split("/", 1)[-1]
+            if (clip, s.reason) not in seen:  # a missing clip is named in all five folds' CSVs
+                seen.add((clip, s.reason))
+                skipped.append(Skip(f"fold{k}/{s.item}", s.reason, s.repaired))
+        folds[str(k)] = {split: [it.key for it in its] for split, its in items.items()}
+        for it in items["train"] + items["test"]:
+            labels.setdefault(it.key, set()).add(it.label)
+            by_key.setdefault(it.key, Item(STORED_SPLIT, it.key, it.label, it.paths))
+    conflicting = {key for key, labs in labels.items() if len(labs) > 1}
+    for key in sorted(conflicting):
+        names = ", ".join(DFEW_CLASS_NAMES[i] for i in sorted(labels[key]))
+        skipped.append(
+            Skip(f"{STORED_SPLIT}/{key}", f"the folds' CSVs give clip {key} different labels ({names})")
+        )
+    folds = {
+        k: {s: [x for x in keys if x not in conflicting] for s, keys in f.items()} for k, f in folds.items()
+    }
+    items = {STORED_SPLIT: [it for key, it in sorted(by_key.items()) if key not in conflicting]}
+    return items, skipped, label_files, folds
 
 
 def process(item: Item, settings: Settings) -> Result:

@@ -2,8 +2,9 @@
 features, so they build and read without TensorFlow).
 
 The builders do no reading of their own: ``data_prep.build`` hands them a ``Plan`` (items per split, the
-per-item function, worker count); each split's examples come from ``parallel_map`` and every skipped item
-lands in ``builder.results`` for the manifest.
+per-item function, worker count); each split's examples come from ``parallel_map`` (or, for items an
+interrupted run already processed, from the plan's ``resume.ResultCache``) and every skipped item lands in
+``builder.results`` for the manifest.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Plan:
     workers: int = 1
     quiet: bool = False
     description: str = ""
+    cache: Any = None  # a resume.ResultCache: items processed by an interrupted run are read back from it
 
 
 class _ShardBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -61,12 +63,24 @@ class _ShardBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {split: self._generate_examples(split) for split, items in self._plan.items.items() if items}
 
     def _generate_examples(self, split: str):
-        items = self._plan.items[split]
+        items, cache = self._plan.items[split], self._plan.cache
+        todo = items
+        if cache is not None:
+            todo = []
+            for it in items:
+                r = cache.get(it)
+                if r is None:
+                    todo.append(it)
+                    continue
+                self.results.append(r)
+                yield r.key, r.example
         for r in parallel_map(
-            self._plan.process, items, workers=self._plan.workers, desc=split, quiet=self._plan.quiet
+            self._plan.process, todo, workers=self._plan.workers, desc=split, quiet=self._plan.quiet
         ):
             self.results.append(r)
             if r.example is not None:
+                if cache is not None:  # built records only: a skipped item is tried again on resume
+                    cache.put(r)
                 yield r.key, r.example
 
 

@@ -1,15 +1,15 @@
 """DFEW's five folds as split lists in one build: naming, manifest entries and the ``data.fold`` choice.
 
-``data_prep.build --dataset dfew --fold all`` processes every clip once into one stored split, ``all``,
+``data_prep.build --dataset dfew --fold all`` processes every clip once into one stored split, ``clips``,
 and writes the folds into the manifest (docs/architecture.md)::
 
     "folds":      {"1": {"train": [clip ids], "test": [clip ids]}, ..., "5": {...}}
-    "record_ids": [the id of each record of the stored split ``all``, in storage order]
+    "record_ids": [the id of each record of the stored split ``clips``, in storage order]
 
 plus ``num_examples`` / ``class_counts`` of each fold's splits under the names ``fold<k>_train`` and
 ``fold<k>_test``. Those names are ordinary split names everywhere else (``data.train_split``, evaluate's
 ``--split``, ``DataInfo.class_counts_of``): ``fer_jax.data.source.ShardSource`` reads such a split as the
-listed records of ``all``. ``config.data.fold = k`` (1..5) chooses fold k's pair at the start of a run
+listed records of ``clips``. ``config.data.fold = k`` (1..5) chooses fold k's pair at the start of a run
 (``select_fold``); 0 keeps ``data.train_split`` / ``data.eval_split`` as given (a one-fold build).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import ml_collections
 
-STORED_SPLIT = "all"  # the one stored split of a --fold all build
+STORED_SPLIT = "clips"  # the one stored split of a --fold all build (TFDS reserves "all")
 NUM_FOLDS = 5
 _VIRTUAL = re.compile(r"fold([1-9][0-9]*)_(train|test)")
 

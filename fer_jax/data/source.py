@@ -6,7 +6,7 @@ grain's reader threads: tensorflow-datasets imports its submodules lazily, and s
 them at once deadlock on the import lock.
 
 A fold's split of a ``--fold all`` DFEW build (``fold<k>_train`` / ``fold<k>_test``) is not stored: it
-reads as the records of the stored split ``all`` that the manifest's fold lists name
+reads as the records of the stored split ``clips`` that the manifest's fold lists name
 (``fer_jax.data.fold_splits``).
 """
 
