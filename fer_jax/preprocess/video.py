@@ -9,11 +9,13 @@ and only the frames a record needs are held, so memory does not grow with the cl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import operator
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -70,47 +72,52 @@ def _read_folder(folder: Path, num_frames: int | None, hasher) -> list[np.ndarra
     return frames
 
 
+def _video_frames(path: Path, decode: Callable[[int], bool] = lambda i: True) -> Iterator[tuple[int, Any]]:
+    """``(index, frame)`` for every frame of a video file, in order: the one reader loop of this module.
+
+    Frames ``decode(index)`` picks are decoded to RGB ``(H, W, 3)`` uint8; the others are only grabbed
+    (cheap) and come as None. Raises ``ValueError`` on an unreadable file or a frame that does not decode;
+    an empty video simply yields nothing (callers say what that means for them). Close the generator (or
+    exhaust it) to release the reader; ``with contextlib.closing(...)`` when stopping early.
+    """
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ValueError(f"unreadable video {path}")
+        i = 0
+        while cap.grab():
+            frame = None
+            if decode(i):
+                ok, bgr = cap.retrieve()
+                if not ok or bgr is None:
+                    raise ValueError(f"frame {i} of video {path} does not decode")
+                frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield i, frame
+            i += 1
+    finally:
+        cap.release()
+
+
 def _read_video(path: Path, num_frames: int | None, hasher) -> list[np.ndarray]:
     if hasher is not None:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 hasher.update(chunk)
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise ValueError(f"unreadable video {path}")
-        wanted = None
-        if num_frames is not None:
-            # count by grabbing (the container's frame count is unreliable), then decode only what we keep
-            n = 0
-            while cap.grab():
-                n += 1
-            if n == 0:
-                raise ValueError(f"no decodable frames in video {path}")
-            wanted = set(sample_indices(n, num_frames).tolist())
-            cap.release()
-            cap = cv2.VideoCapture(str(path))
-        frames, i = [], 0
-        while True:
-            ok = cap.grab()
-            if not ok:
-                break
-            if wanted is None or i in wanted:
-                ok, bgr = cap.retrieve()
-                if not ok or bgr is None:
-                    raise ValueError(f"frame {i} of video {path} does not decode")
-                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            i += 1
-    finally:
-        cap.release()
-    if not frames:
+    if num_frames is None:
+        frames = [frame for _, frame in _video_frames(path)]
+        if not frames:
+            raise ValueError(f"no decodable frames in video {path}")
+        return frames
+    # count by grabbing (the container's frame count is unreliable), then decode only what we keep
+    n = sum(1 for _ in _video_frames(path, lambda i: False))
+    if n == 0:
         raise ValueError(f"no decodable frames in video {path}")
-    if num_frames is not None:
-        # repeat the kept frames in the order sample_indices asked for them (short clips repeat frames)
-        order = sorted(wanted)
-        pos = {j: k for k, j in enumerate(order)}
-        frames = [frames[pos[j]] for j in sample_indices(i, num_frames).tolist()]
-    return frames
+    order = sample_indices(n, num_frames).tolist()  # short clips repeat frames: keep sample_indices' order
+    wanted = set(order)
+    kept = {i: frame for i, frame in _video_frames(path, wanted.__contains__) if frame is not None}
+    if len(kept) < len(wanted):
+        raise ValueError(f"video {path} ended before frame {max(wanted - set(kept))}")
+    return [kept[j] for j in order]
 
 
 def read_frames(path: str | os.PathLike, *, num_frames: int | None = None, hasher=None) -> list[np.ndarray]:
@@ -155,15 +162,7 @@ def frame_count(path: str | os.PathLike) -> int:
         return n
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return 1
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise ValueError(f"unreadable video {path}")
-        n = 0
-        while cap.grab():
-            n += 1
-    finally:
-        cap.release()
+    n = sum(1 for _ in _video_frames(path, lambda i: False))
     if n == 0:
         raise ValueError(f"no decodable frames in video {path}")
     return n
@@ -188,21 +187,13 @@ def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         yield decode_image(path.read_bytes(), str(path))
         return
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise ValueError(f"unreadable video {path}")
-        i = 0
-        while cap.grab():
-            ok, bgr = cap.retrieve()
-            if not ok or bgr is None:
-                raise ValueError(f"frame {i} of video {path} does not decode")
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            i += 1
-        if i == 0:
-            raise ValueError(f"no decodable frames in video {path}")
-    finally:
-        cap.release()
+    empty = True
+    with contextlib.closing(_video_frames(path)) as frames:  # a consumer that stops early frees the reader
+        for _, frame in frames:
+            empty = False
+            yield frame
+    if empty:
+        raise ValueError(f"no decodable frames in video {path}")
 
 
 def read_kept(path: str | os.PathLike, keep: Iterable[int]) -> dict[int, np.ndarray]:
@@ -226,20 +217,12 @@ def read_kept(path: str | os.PathLike, keep: Iterable[int]) -> dict[int, np.ndar
         frame = decode_image(path.read_bytes(), str(path))
         return {i: frame for i in wanted}
     out, want = {}, set(wanted)
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise ValueError(f"unreadable video {path}")
-        i = 0
-        while len(out) < len(want) and cap.grab():
-            if i in want:
-                ok, bgr = cap.retrieve()
-                if not ok or bgr is None:
-                    raise ValueError(f"frame {i} of video {path} does not decode")
-                out[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            i += 1
-    finally:
-        cap.release()
+    with contextlib.closing(_video_frames(path, want.__contains__)) as frames:
+        for i, frame in frames:
+            if frame is not None:
+                out[i] = frame
+            if len(out) == len(want):
+                break  # the rest of the video is not even grabbed
     if len(out) < len(want):
         raise ValueError(f"video {path} ended before frame {max(want - set(out))}")
     return out
