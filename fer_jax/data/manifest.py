@@ -3,7 +3,8 @@
 Fields (docs/architecture.md): ``schema_version``, ``dataset``, ``class_names``, ``class_counts``
 (``{split: [7 ints]}``), ``lighting_names``, ``lighting_counts``,
 ``num_examples``, ``preprocessing``, ``sources``, ``skipped`` (``[{item, reason}]``), ``repaired``,
-``normalization``, ``event_kind`` (``"frames"`` | ``"voxel"`` | None). A build is finished only when
+``normalization``, ``event_kind`` (``"frames"`` | ``"voxel"`` | None); a DFEW ``--fold all`` build adds
+``folds`` and ``record_ids`` (``fer_jax.data.fold_splits``). A build is finished only when
 ``COMPLETE_MARKER`` exists beside the manifest. Class weights are not stored: training derives them from
 ``class_counts["train"]`` with ``fer_jax.losses.class_weights_from_counts`` (one formula, one place).
 """
