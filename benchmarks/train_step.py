@@ -36,12 +36,12 @@ def _load_config(name: str):
     return module.get_config()
 
 
-def matmul_gflops(n: int, repeats: int = 5) -> float:
+def matmul_gflops(n: int, repeats: int = 5, dtype: str = "float32") -> float:
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     f = jax.jit(jnp.dot)
     f(a, b).block_until_ready()
     best = float("inf")
@@ -99,6 +99,7 @@ def bench_config(name: str, config, steps: int, batch_size: int | None) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     flops = float((cost or {}).get("flops", float("nan")))
+    mem = compiled.memory_analysis()  # None where the backend does not report it
 
     state, m = compiled(state, dev_batch)  # warm-up
     jax.block_until_ready(m)
@@ -107,6 +108,7 @@ def bench_config(name: str, config, steps: int, batch_size: int | None) -> dict:
         state, m = compiled(state, dev_batch)
     jax.block_until_ready((state, m))
     dt = (time.perf_counter() - t) / steps
+    stats = jax.local_devices()[0].memory_stats() or {}  # {} on CPU
     return {
         "config": name,
         "model": config.model.name,
@@ -118,6 +120,17 @@ def bench_config(name: str, config, steps: int, batch_size: int | None) -> dict:
         "clips_s": bs / dt,
         "gflop_step": flops / 1e9,
         "gflops": flops / dt / 1e9,
+        # compiled program: arguments + outputs + temporaries - donated aliases (benchmarks/accelerator.py)
+        "compiled_bytes": None
+        if mem is None
+        else int(
+            mem.argument_size_in_bytes
+            + mem.output_size_in_bytes
+            + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes
+        ),
+        "temp_bytes": None if mem is None else int(mem.temp_size_in_bytes),
+        "peak_bytes": stats.get("peak_bytes_in_use"),  # the process's peak so far, not this step's alone
     }
 
 
