@@ -116,3 +116,25 @@ def test_bad_flags_fail_in_one_line(argv, message, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # 47 s on the 2 shared cores (a synthetic shard build, grain, 6 scan compiles)
+def test_pipeline_is_set_beside_the_steps_consumption_and_scan_rows_run(tmp_path, capsys, monkeypatch):
+    _tiny_configs(monkeypatch)
+    out = tmp_path / "acc.md"
+    argv = ["--scale", "tiny", "--sections", "train,pipeline,scan", "--models", "mambafer", "--dtypes", "float32",
+            "--remat", "none", "--matmul", "64", "--out", str(out)]  # fmt: skip
+    assert accelerator.main(argv) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    (step,) = data["train"]
+    (pipe,) = data["pipeline"]  # tiny scale: 0 workers only
+    assert (pipe["frames"], pipe["size"]) == (step["frames"], step["size"]) == (2, 32)
+    assert pipe["clips_s"] > 0 and pipe["step_clips_s"] == step["clips_s"]
+    assert pipe["ratio"] == pytest.approx(pipe["clips_s"] / step["clips_s"])
+    assert [(r["method"], r["length"]) for r in data["scan"]] == [
+        (m, 16) for m in ("sequential", "chunked", "associative")
+    ]
+    assert all(r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 and not r["note"] for r in data["scan"])
+    text = out.read_text()
+    assert "| workers | T x S | batch | pipeline clips/s | step clips/s | ratio | note |" in text
+    assert "| method | length | d | fwd (ms) | fwd+bwd (ms) | note |" in text
