@@ -138,3 +138,24 @@ def test_pipeline_is_set_beside_the_steps_consumption_and_scan_rows_run(tmp_path
     text = out.read_text()
     assert "| workers | T x S | batch | pipeline clips/s | step clips/s | ratio | note |" in text
     assert "| method | length | d | fwd (ms) | fwd+bwd (ms) | note |" in text
+
+
+def test_grids_paper_has_every_combination_cpu_skips_bfloat16_with_remat():
+    paper = accelerator._train_specs(accelerator.SCALES["paper"], accelerator._parse([]))
+    assert (
+        len(paper) == 12
+    )  # MambaFER at 112 and 128 px, MCO-E Net: x float32 / bfloat16 x remat none / blocks
+    assert {(s["frames"], s["size"], s["batch"]) for s in paper if s["model"] == "mambafer"} == {
+        (16, 112, 32),
+        (16, 128, 32),
+    }
+    assert {(s["config"], s["size"], s["batch"]) for s in paper if s["model"] == "mco_e_net"} == {
+        ("see", 100, 64)
+    }
+    cpu = accelerator._train_specs(accelerator.SCALES["cpu"], accelerator._parse([]))
+    assert [(s["dtype"], s["remat"]) for s in cpu] == [
+        ("float32", "none"),
+        ("float32", "blocks"),
+        ("bfloat16", "none"),
+    ] * 2
+    assert len(accelerator._train_specs(accelerator.SCALES["cpu"], accelerator._parse(["--full-grid"]))) == 8
