@@ -28,6 +28,7 @@ from flax import nnx
 
 from fer_jax.data.constants import NUM_LANDMARKS as NUM_LANDMARKS  # re-exported: the old home of the count
 from fer_jax.data.constants import TEMPLATE_68
+from fer_jax.models.compute import f32_softmax_attention
 
 # The aligned-face template lives in fer_jax.data.constants (dependency-free): the same points that
 # preprocessing aligns faces to and stores for frames without landmarks. The old name stays importable.
@@ -120,14 +121,15 @@ class FacialRegionAttention(nnx.Module):
     def attention(self, x: jax.Array, landmarks: jax.Array | None) -> jax.Array:
         """The attention map ``(N, h, w)`` in (0, 1)."""
         regions = jax.nn.sigmoid(self.region_conv(x))  # (N, h, w, K)
-        importance = jax.nn.softmax(self.importance(jnp.mean(x, axis=(1, 2))), axis=-1)  # (N, K)
+        # softmax in float32 whatever the compute dtype; the map returns in x.dtype (no-ops at float32)
+        importance = jax.nn.softmax(self.importance(jnp.mean(x, axis=(1, 2))).astype(jnp.float32), axis=-1)
         att = jnp.einsum("nhwk,nk->nhw", regions, importance)
         if self.use_landmark_mask:
             if landmarks is None:
                 raise ValueError("FacialRegionAttention with use_landmark_mask needs landmarks")
             mask = landmark_mask(landmarks, x.shape[1], x.shape[2], self.landmark_sigma)
             att = att * (self.mask_floor + (1.0 - self.mask_floor) * mask)
-        return att
+        return att.astype(x.dtype)
 
     def __call__(self, x: jax.Array, landmarks: jax.Array | None = None) -> jax.Array:
         return x * (1.0 + self.attention(x, landmarks)[..., None])
@@ -253,6 +255,7 @@ class TemporalSelfAttention(nnx.Module):
             dropout_rate=dropout,
             decode=False,
             deterministic=False,  # train mode until model.eval(), like nnx.Dropout
+            attention_fn=f32_softmax_attention,
             rngs=rngs,
         )
 

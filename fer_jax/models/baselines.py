@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fer_jax.models.compute import ComputeConfig, configure, forward
 from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.resnet import resnet18
 
@@ -24,7 +25,7 @@ NAMES = ("resnet18_lstm", "resnet18_gru")
 
 
 @dataclasses.dataclass(frozen=True)
-class ResNetRNNConfig:
+class ResNetRNNConfig(ComputeConfig):
     """Settings of the ResNet-18 + LSTM / GRU baselines; ``name`` picks the cell (``resnet18_<cell>``).
 
     ``backbone_weights``: converted ImageNet ResNet-18 weights for :func:`pretrained_targets` ("" or
@@ -53,8 +54,12 @@ class ResNetRNN(nnx.Module):
         self.rnn = nnx.RNN(CELLS[cell](self.backbone.num_features, cfg.rnn_hidden, rngs=rngs))
         self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
         self.fc = nnx.Linear(cfg.rnn_hidden, cfg.num_classes, rngs=rngs)
+        configure(self, cfg)
 
     def __call__(self, frames: jax.Array) -> dict[str, jax.Array]:
+        return forward(self, type(self)._forward, frames)
+
+    def _forward(self, frames: jax.Array) -> dict[str, jax.Array]:
         if frames.ndim != 5:
             raise ValueError(f"frames must be (B, T, H, W, C), got {frames.shape}")
         b, t = frames.shape[:2]

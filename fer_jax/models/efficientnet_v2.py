@@ -19,6 +19,7 @@ import math
 import jax
 from flax import nnx
 
+from fer_jax.models.compute import run_blocks
 from fer_jax.models.layers import ConvNormAct, conv2d, global_avg_pool, linear
 
 # torchvision: norm_layer = partial(nn.BatchNorm2d, eps=1e-3), torch momentum 0.1 (flax convention 0.9)
@@ -212,6 +213,7 @@ class EfficientNetV2(nnx.Module):
             raise ValueError(f"stochastic_depth_prob must be in [0, 1), got {stochastic_depth_prob}")
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self.remat = "none"  # per stage; model.remat via fer_jax.models.compute.configure
         confs = [s.scaled(width_mult, depth_mult) for s in stages]
         self.num_features = make_divisible(last_channels * width_mult)
         features: list[nnx.Module] = [_cna(in_channels, confs[0].in_channels, 3, stride=2, rngs=rngs)]
@@ -251,8 +253,7 @@ class EfficientNetV2(nnx.Module):
         x = self.features[0](x)
         stage_maps = []
         for stage in self.features[1:-1]:
-            for block in stage:
-                x = block(x)
+            x = run_blocks(stage, x, self.remat)
             stage_maps.append(x)
         x = self.features[-1](x)
         out = x if self.classifier is None else self.classifier(self.dropout(global_avg_pool(x)))

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fer_jax.models.compute import ComputeConfig, configure, forward, run_blocks
 from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.layers import global_avg_pool, linear, max_pool_3x3_s2
 from fer_jax.models.resnet import resnet18
@@ -52,7 +53,9 @@ class Attention(nnx.Module):
         q, k, v = jnp.split(self.to_qkv(x), 3, axis=-1)
         q, k, v = (t.reshape(n, length, self.heads, self.dim_head) for t in (q, k, v))
         dots = jnp.einsum("nihd,njhd->nhij", q, k) * self.dim_head**-0.5
-        out = jnp.einsum("nhij,njhd->nihd", jax.nn.softmax(dots, axis=-1), v)
+        # softmax in float32 whatever the compute dtype (a no-op cast at float32)
+        weights = jax.nn.softmax(dots.astype(jnp.float32), axis=-1).astype(v.dtype)
+        out = jnp.einsum("nhij,njhd->nihd", weights, v)
         return self.dropout(self.to_out(out.reshape(n, length, -1)))
 
 
@@ -107,13 +110,13 @@ class SFormer(nnx.Module):
         self.resnet = resnet18(num_classes=None, rngs=rngs)
         self.pos_embedding = nnx.Param(_tokens_init(rngs.params(), (1, num_patches, 256)))
         self.spatial_transformer = _transformer(1, 256, 8, 32, 512, dropout, rngs=rngs)
+        self.remat = "none"  # per ResNet stage and transformer layer; model.remat via compute.configure
 
     def __call__(self, x: jax.Array) -> jax.Array:
         r = self.resnet
         x = max_pool_3x3_s2(jax.nn.relu(r.bn1(r.conv1(x))))
         for stage in (r.layer1, r.layer2, r.layer3):
-            for block in stage:
-                x = block(x)
+            x = run_blocks(stage, x, self.remat)
         n, h, w, c = x.shape
         if h * w > self.pos_embedding.shape[1]:
             raise ValueError(
@@ -122,10 +125,9 @@ class SFormer(nnx.Module):
             )
         tokens = x.reshape(n, h * w, c) + self.pos_embedding[:, : h * w]
         for layer in self.spatial_transformer:
-            tokens = layer(tokens)
+            tokens = run_blocks([layer], tokens, self.remat)
         x = tokens.reshape(n, h, w, c)
-        for block in r.layer4:
-            x = block(x)
+        x = run_blocks(r.layer4, x, self.remat)
         return global_avg_pool(x)
 
 
@@ -137,6 +139,7 @@ class TFormer(nnx.Module):
         self.cls_token = nnx.Param(_tokens_init(rngs.params(), (1, 1, 512)))
         self.pos_embedding = nnx.Param(_tokens_init(rngs.params(), (1, num_frames + 1, 512)))
         self.spatial_transformer = _transformer(3, 512, 8, 64, 1024, dropout, rngs=rngs)
+        self.remat = "none"  # per transformer layer; model.remat via compute.configure
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, d = x.shape
@@ -147,7 +150,7 @@ class TFormer(nnx.Module):
         cls = jnp.broadcast_to(self.cls_token[...], (b, 1, d))
         x = jnp.concatenate([cls, x], axis=1) + self.pos_embedding[:, : t + 1]
         for layer in self.spatial_transformer:
-            x = layer(x)
+            x = run_blocks([layer], x, self.remat)
         return x[:, 0]
 
 
@@ -179,7 +182,7 @@ def former_dfer(*, in_channels: int = 3, num_classes: int | None = 7, rngs: nnx.
 
 # -- registry contract ----------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class FormerDFERConfig:
+class FormerDFERConfig(ComputeConfig):
     """Settings of the Former-DFER baseline. ``num_frames`` / ``num_patches`` come from ``data.num_frames``
     / ``data.image_size`` (position-embedding sizes). ``backbone_weights``: a converted ImageNet ResNet-18
     (``python -m fer_jax.convert --arch resnet18``) for the S-Former's ResNet, or "" / "none"."""
@@ -199,9 +202,13 @@ class FormerDFER(nnx.Module):
         cfg = dataclasses.replace(config or FormerDFERConfig(), **overrides)
         self.net = FormerDFERNet(num_classes=cfg.num_classes, num_frames=cfg.num_frames,
                                  num_patches=cfg.num_patches, dropout=cfg.dropout, rngs=rngs)  # fmt: skip
+        configure(self, cfg)
+
+    def _forward(self, frames: jax.Array) -> dict[str, jax.Array]:
+        return {"logits": self.net(frames).astype(jnp.float32)}
 
     def __call__(self, frames: jax.Array) -> dict[str, jax.Array]:
-        return {"logits": self.net(frames).astype(jnp.float32)}
+        return forward(self, type(self)._forward, frames)
 
 
 def model_config(config) -> FormerDFERConfig:

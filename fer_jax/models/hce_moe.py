@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fer_jax.models.compute import f32_softmax_attention
+
 EXPERT_TYPES = ("deep", "attention", "focal")
 GELUS = ("tanh", "exact")
 
@@ -73,7 +75,9 @@ class AttentionExpert(nnx.Module):
     def __init__(
         self, d: int, num_classes: int, *, num_heads: int = 2, layer_norm_eps: float = 1e-6, rngs: nnx.Rngs
     ):
-        self.attn = nnx.MultiHeadAttention(num_heads, d, decode=False, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            num_heads, d, decode=False, attention_fn=f32_softmax_attention, rngs=rngs
+        )
         self.norm = nnx.LayerNorm(d, epsilon=layer_norm_eps, rngs=rngs)
         self.head = nnx.Linear(d, num_classes, rngs=rngs)
 
@@ -113,7 +117,9 @@ class AttentionRouter(nnx.Module):
     ):
         gelu_fn(gelu)  # fail early on a bad name
         self.gelu = gelu  # the name (a static attribute), applied through gelu_fn
-        self.attn = nnx.MultiHeadAttention(num_heads, d, decode=False, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            num_heads, d, decode=False, attention_fn=f32_softmax_attention, rngs=rngs
+        )
         self.norm = nnx.LayerNorm(d, epsilon=layer_norm_eps, rngs=rngs)
         self.fc1 = nnx.Linear(d, hidden, rngs=rngs)
         self.fc2 = nnx.Linear(hidden, num_experts, rngs=rngs)
@@ -204,7 +210,8 @@ class HCEMoE(nnx.Module):
     def __call__(self, h: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``h`` ``(b, l, d)`` -> logits ``(b, classes)`` and stats ``expert_weights``, ``router_probs``
         (both ``(b, num_experts)``)."""
-        probs = jax.nn.softmax(self.router(h).astype(jnp.float32), axis=-1)
+        # the router computes in float32 whatever the compute dtype (its input cast up; no-op at float32)
+        probs = jax.nn.softmax(self.router(h.astype(jnp.float32)).astype(jnp.float32), axis=-1)
         weights = top_k_weights(probs, self.top_k)
         outs = jnp.stack([expert(h) for expert in self.experts], axis=1)  # (b, n_e, classes)
         logits = jnp.einsum("be,bec->bc", weights, outs)

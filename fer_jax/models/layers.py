@@ -1,6 +1,6 @@
 """Building blocks shared by the torchvision ports (ResNet, EfficientNetV2): conv, BatchNorm, conv-BN-act.
 
-Everything is NHWC float32. The helpers reproduce torchvision's arithmetic exactly so that converted
+Everything is NHWC (float32 by default; bfloat16 compute is ``fer_jax.models.compute``'s job). The helpers reproduce torchvision's arithmetic exactly so that converted
 torchvision weights give the same outputs:
 
 - ``conv2d`` pads symmetrically by ``(kernel - 1) // 2`` like ``nn.Conv2d(padding=k // 2)``, so odd input
@@ -118,15 +118,27 @@ def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear
 
 
 class DepthwiseConv(nnx.Conv):
-    """A depthwise ``nnx.Conv`` (``feature_group_count == in == out``), computed as k*k shifted multiplies.
+    """A depthwise ``nnx.Conv`` (``feature_group_count == in == out``), as k*k shifted multiplies on CPU.
 
     Same parameters and result as the grouped convolution (kernel ``(k, k, 1, C)``), but XLA's CPU backend
     runs grouped convolutions 10-25x slower than this fused elementwise form (batch 16, 3x3, 256-1536
     channels: 24 vs 0.9 ms at 4x4, 182 vs 9.6 ms at 28x28), which made EfficientNet 4x slower than
-    torchvision. ``(N, H, W, C) -> (N, floor((H + 2p - k) / s) + 1, ..., C)``.
+    torchvision. GPU and TPU have native depthwise convolution kernels, so there ``impl="auto"`` (the
+    default; ``model.depthwise_impl``) uses the grouped convolution; ``"shifted"`` / ``"grouped"`` force one.
+    ``(N, H, W, C) -> (N, floor((H + 2p - k) / s) + 1, ..., C)``.
     """
 
+    impl: str = "auto"  # auto | shifted | grouped; set per model by fer_jax.models.compute.configure
+
+    def uses_shifted(self) -> bool:
+        """Whether this call computes shifted multiplies (``impl``, and for "auto" the default backend)."""
+        if self.impl not in ("auto", "shifted", "grouped"):
+            raise ValueError(f"depthwise impl must be auto, shifted or grouped; got {self.impl!r}")
+        return self.impl == "shifted" or (self.impl == "auto" and jax.default_backend() == "cpu")
+
     def __call__(self, x: jax.Array) -> jax.Array:
+        if not self.uses_shifted():
+            return super().__call__(x)
         kh, kw = self.kernel_size
         sh, sw = self.strides
         (pt, pb), (pl, pr) = self.padding
@@ -182,6 +194,9 @@ class BatchNorm(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``x``: ``(..., C)`` -> same shape."""
+        out_dtype = x.dtype
+        # statistics and the normalisation in float32 (bfloat16 compute: 8 mantissa bits lose the mean)
+        x = x.astype(jnp.float32)
         if self.use_running_average:
             mean, var = self.mean[...], self.var[...]
         else:
@@ -196,8 +211,8 @@ class BatchNorm(nnx.Module):
             # tracing per BatchNorm (an error message is built and dropped) and may add a scatter
             self.mean.set_value(m * self.mean[...] + (1.0 - m) * jax.lax.stop_gradient(mean))
             self.var.set_value(m * self.var[...] + (1.0 - m) * jax.lax.stop_gradient(unbiased))
-        inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...]
-        return (x - mean) * inv + self.bias[...]
+        inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...].astype(jnp.float32)
+        return ((x - mean) * inv + self.bias[...].astype(jnp.float32)).astype(out_dtype)
 
 
 class ConvNormAct(nnx.List):

@@ -38,6 +38,7 @@ from flax import nnx
 
 from fer_jax.data.constants import NUM_LANDMARKS
 from fer_jax.models.attention import FacialCBAM, TemporalSelfAttention, fill_missing_landmarks
+from fer_jax.models.compute import ComputeConfig, call, configure, forward
 from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.efficientnet_v2 import efficientnet_v2_s
 from fer_jax.models.ssm import MambaLayer
@@ -65,7 +66,7 @@ class MLPHead(nnx.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class MambaFERConfig:
+class MambaFERConfig(ComputeConfig):
     """Every setting of MambaFER with its default (``config.model`` of configs/dfew.py; see module docstring).
 
     ``backbone_weights``: a directory written by ``python -m fer_jax.convert`` ("" or "none": random
@@ -164,6 +165,8 @@ class MambaFER(nnx.Module):
         # final norm before pooling: the pre-norm residual stack leaves its output un-normalised
         self.norm_f = nnx.LayerNorm(d_model, rngs=rngs)
         self.head = MLPHead(d_model, cfg.mlp_dims, num_classes, dropout=cfg.dropout, rngs=rngs)
+        self.remat = "none"  # per Mamba block (the backbone remats per stage); set by compute.configure
+        configure(self, cfg)
 
     # -- stages ------------------------------------------------------------------------------------------
     @staticmethod
@@ -196,7 +199,7 @@ class MambaFER(nnx.Module):
         """The temporal model and head: pooled frame features ``(B, T, C)`` -> logits ``(B, K)``."""
         x = self.proj(pooled)
         for layer in self.ssm:
-            x = layer(x)
+            x = call(layer, x, remat=self.remat)
         if self.mhsa is not None:
             x = self.mhsa(x)
         x = jnp.mean(self.norm_f(x), axis=1)
@@ -219,6 +222,10 @@ class MambaFER(nnx.Module):
         return self.temporal(pooled)
 
     def __call__(self, frames: jax.Array, landmarks: jax.Array) -> dict[str, jax.Array]:
+        """Logits ``(B, K)`` float32, computed in ``model.dtype`` (``fer_jax.models.compute.forward``)."""
+        return forward(self, type(self)._forward, frames, landmarks)
+
+    def _forward(self, frames: jax.Array, landmarks: jax.Array) -> dict[str, jax.Array]:
         maps = self.features(frames, landmarks)
         logits = self.classify_from("refined", maps["refined"], landmarks)
         return {"logits": logits.astype(jnp.float32)}

@@ -38,6 +38,7 @@ import numpy as np
 from flax import nnx
 
 from fer_jax.models import hce_moe, mco_mamba, torch_init
+from fer_jax.models.compute import ComputeConfig, call, configure, forward
 from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.resnet import resnet18
 
@@ -100,7 +101,7 @@ class MoEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class MCOENetConfig:
+class MCOENetConfig(ComputeConfig):
     """Every setting of MCO-E Net with its default (the fields of configs/see.py's ``config.model``).
 
     ``num_frames`` (m) and ``image_size`` come from ``config.data`` (:func:`model_config`); the
@@ -177,6 +178,7 @@ class MCOENet(nnx.Module):
         self.token_width = token_width
         hce_moe.gelu_fn(cfg.gelu)  # fail early on a bad name
         self.gelu = cfg.gelu
+        self.remat = "none"  # around MCO-Mamba (the backbones remat per stage); set by compute.configure
         in_ch = {"rgb": 3, "event": cfg.event_channels}
 
         # -- tokenisation ---------------------------------------------------------------------------
@@ -262,6 +264,7 @@ class MCOENet(nnx.Module):
             for part in (self.token_proj, self.mcib, self.neck, self.head):
                 if part is not None:
                     torch_init.torch_default_init(part, rngs)
+        configure(self, cfg)
 
     # ----------------------------------------------------------------------------------------------
     def tokens(self, m: str, x: jax.Array) -> jax.Array:
@@ -278,10 +281,14 @@ class MCOENet(nnx.Module):
         return self.token_proj[m](tok) if m in self.token_proj else tok
 
     def __call__(self, rgb: jax.Array, event: jax.Array) -> dict:
-        """``rgb`` ``(B, m, S, S, 3)``, ``event`` ``(B, m, S, S, C_ev)`` -> output dict (module docstring)."""
+        """``rgb`` ``(B, m, S, S, 3)``, ``event`` ``(B, m, S, S, C_ev)`` -> output dict (module docstring),
+        computed in ``model.dtype`` (``fer_jax.models.compute.forward``)."""
+        return forward(self, type(self)._forward, rgb, event)
+
+    def _forward(self, rgb: jax.Array, event: jax.Array) -> dict:
         inputs = {"rgb": rgb, "event": event}
         toks = [self.tokens(m, inputs[m]) for m in self.modalities]
-        ys = list(self.mamba(*toks)) if self.mamba is not None else toks
+        ys = list(call(self.mamba, *toks, remat=self.remat)) if self.mamba is not None else toks
         stats = {}
         if len(ys) == 1:
             h = ys[0]

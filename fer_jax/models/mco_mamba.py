@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fer_jax.models import ssm
+from fer_jax.models.compute import f32_softmax_attention
 
 MJOS_MODES = ("fuse", "share", "exchange", "none")
 MJOS_GRADS = ("autodiff", "authors")
@@ -262,7 +263,9 @@ class MCIB(nnx.Module):
         self.proj_rgb = nnx.Linear(d, d, rngs=rngs)
         self.proj_event = nnx.Linear(d, d, rngs=rngs)
         # one attention shared by both directions, as the official code
-        self.attn = nnx.MultiHeadAttention(num_heads, d, decode=False, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(
+            num_heads, d, decode=False, attention_fn=f32_softmax_attention, rngs=rngs
+        )
 
     def __call__(self, y_rgb: jax.Array, y_event: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Returns ``H`` ``(b, l, d)`` and the gate ``alpha`` ``(b, l, 1)``."""

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fer_jax.models.compute import ComputeConfig, configure, forward, run_blocks
 from fer_jax.models.config import from_config_dict, is_weights_dir
 from fer_jax.models.layers import BatchNorm, conv_init, zeros_init
 
@@ -105,6 +106,7 @@ class VideoResNet(nnx.Module):
         if in_channels < 1 or width < 1:
             raise ValueError(f"in_channels and width must be >= 1, got {in_channels}, {width}")
         self.arch, self.in_channels, self.num_classes = arch, in_channels, num_classes
+        self.remat = "none"  # per stage; model.remat via fer_jax.models.compute.configure
         if arch == "resnet3d_18":
             self.conv1 = _conv3d(in_channels, width, (7, 7, 7), (1, 2, 2), rngs=rngs)
         elif arch == "r3d_18":
@@ -134,8 +136,7 @@ class VideoResNet(nnx.Module):
         if self.arch == "resnet3d_18":
             x = nnx.max_pool(x, window_shape=(3, 3, 3), strides=(2, 2, 2), padding=((1, 1),) * 3)
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for block in stage:
-                x = block(x)
+            x = run_blocks(stage, x, self.remat)
         return x
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -167,7 +168,7 @@ def r3d_18(*, in_channels: int = 3, num_classes: int | None = 400, width: int = 
 
 # -- the Table 2 baseline: backbone without head + dropout + a new head ------------------------------------
 @dataclasses.dataclass(frozen=True)
-class VideoResNetConfig:
+class VideoResNetConfig(ComputeConfig):
     """Settings of the 3D ResNet baselines; ``name`` is one of ``ARCHS``. ``backbone_weights``: a directory
     written by ``python -m fer_jax.convert --arch <name>`` (Kinetics weights) or "" / "none"."""
 
@@ -191,14 +192,18 @@ class VideoResNetClassifier(nnx.Module):
         self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
         n = self.backbone.num_features
         self.fc = nnx.Linear(n, cfg.num_classes, kernel_init=nnx.initializers.lecun_normal(), rngs=rngs)
+        configure(self, cfg)
 
     def features(self, frames: jax.Array) -> jax.Array:
         """``(B, T, H, W, 3) -> (B, T', H', W', 8 * width)``, the last stage's map."""
         return self.backbone(frames)
 
-    def __call__(self, frames: jax.Array) -> dict[str, jax.Array]:
+    def _forward(self, frames: jax.Array) -> dict[str, jax.Array]:
         x = jnp.mean(self.features(frames), axis=(1, 2, 3))
         return {"logits": self.fc(self.dropout(x)).astype(jnp.float32)}
+
+    def __call__(self, frames: jax.Array) -> dict[str, jax.Array]:
+        return forward(self, type(self)._forward, frames)
 
 
 # -- registry contract ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from fer_jax.models.compute import run_blocks
 from fer_jax.models.layers import BatchNorm, conv2d, global_avg_pool, linear, max_pool_3x3_s2
 
 # torchvision's nn.BatchNorm2d defaults: eps 1e-5, torch momentum 0.1 (flax convention 0.9)
@@ -76,6 +77,7 @@ class ResNet(nnx.Module):
             raise ValueError(f"width must be >= 1, got {width}")
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self.remat = "none"  # per stage; model.remat via fer_jax.models.compute.configure
         # width != 64 is not torchvision's network (no pretrained weights fit it); it lets the CPU demo
         # shrink the backbone the way paper 1's "small backbone width" suggests, with the same topology.
         widths = (width, 2 * width, 4 * width, 8 * width)
@@ -105,8 +107,7 @@ class ResNet(nnx.Module):
         x = max_pool_3x3_s2(x)
         stage_maps = []
         for stage in self.stages():
-            for block in stage:
-                x = block(x)
+            x = run_blocks(stage, x, self.remat)
             stage_maps.append(x)
         out = x if self.fc is None else self.fc(global_avg_pool(x))
         return (out, stage_maps) if return_stages else out
