@@ -181,3 +181,13 @@ def test_checkpoint_interval_is_independent_of_evaluations():
     for mod in (demo_dfew, demo_see):
         dc = mod.get_config()
         assert int(dc.train.checkpoint_every_steps) >= int(dc.train.num_steps), mod.__name__
+
+
+@pytest.mark.parametrize("value", [-1, -3])
+def test_bad_prefetch_size_is_refused_in_one_line(value):
+    from fer_jax.training.validate import check_config
+
+    c = support.tiny_config(prefetch_batches=value)
+    with pytest.raises(ValueError, match="train.prefetch_batches") as e:
+        check_config(c)
+    assert "\n" not in str(e.value)

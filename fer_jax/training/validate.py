@@ -32,6 +32,7 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.early_stopping_patience", lambda v: v >= 0, "an integer >= 0 (0 disables)"),
     ("train.grad_accum_steps", lambda v: v >= 1, "an integer >= 1"),
     ("train.ema_decay", lambda v: 0 <= v < 1, "in [0, 1) (0 disables EMA)"),
+    ("train.prefetch_batches", lambda v: v >= 0, "an integer >= 0 (0: no look-ahead)"),
     ("optim.lr", lambda v: v > 0, "> 0"),
     ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
     ("optim.grad_clip", lambda v: v >= 0, ">= 0 (0 disables)"),
@@ -45,7 +46,7 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("data.num_workers", lambda v: v >= 0, "an integer >= 0"),
 )
 _INTEGER_SUFFIXES = ("batch_size", "steps", "epochs", "patience", "checkpoints", "passes", "frames", "size",
-                     "workers")  # fmt: skip
+                     "workers", "batches")  # fmt: skip
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> tuple[bool, Any]:
