@@ -12,7 +12,11 @@ Sections: ``data`` (shards and pipeline), ``model`` (filled by each model config
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
+
+from fer_jax.models.compute import ComputeConfig
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -36,6 +40,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = ""
     c.model.num_classes = 7
+    # compute settings every model takes (dtype, param_dtype, remat, depthwise_impl), present here so that
+    # --config.model.dtype=bfloat16 can override them; their defaults live in ComputeConfig alone
+    for field in dataclasses.fields(ComputeConfig):
+        c.model[field.name] = field.default
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 8  # GLOBAL batch (all devices / processes); must divide by the device count
