@@ -21,9 +21,10 @@ Sections:
 - **scan**: ``selective_scan`` forward + backward per method (``benchmarks/ssm_scan.bench_jax``).
 
 Scales: ``paper`` (the default on GPU / TPU) uses the sizes above (MambaFER batch 32, MCO-E Net batch 64);
-``cpu`` (the default on CPU, a few minutes on 2 cores) keeps the architectures' kinds but shrinks frames,
-pixels, batch and widths (each row states its shape); ``tiny`` is the smoke test's (seconds). Numbers
-depend on whatever else runs on the machine: quote them only from a quiet one.
+``cpu`` (the default on CPU, meant for a few minutes on 2 quiet cores) keeps the architectures' kinds but
+shrinks frames, pixels, batch and widths (each row states its shape) and leaves the remat rows to
+``--full-grid``; ``tiny`` is the smoke test's (the real models still compile for minutes on 2 cores).
+Numbers depend on whatever else runs on the machine: quote them only from a quiet one.
 """
 
 from __future__ import annotations
