@@ -100,8 +100,8 @@ SCALES: dict[str, dict] = {
         pipeline=dict(batch=4, batches=4, workers=(0, 2)),
         scan=dict(d=64, lengths=(16, 256, 4096)),
         steps=3,
-        # compiles dominate on 2 cores (each row compiles its own step) and remat triples them (MambaFER at
-        # this scale, loaded machine: 651 vs 214 s) while it only saves memory a CPU has: --full-grid adds it
+        # compiles dominate on 2 cores (each row compiles its own step) and remat made MambaFER's several
+        # times longer, for memory a CPU does not lack: --full-grid adds those rows
         no_remat=True,
     ),
     "tiny": dict(
