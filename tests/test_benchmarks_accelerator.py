@@ -157,7 +157,7 @@ def test_grids_paper_has_every_combination_cpu_leaves_remat_to_full_grid():
     assert len(accelerator._train_specs(accelerator.SCALES["cpu"], accelerator._parse(["--full-grid"]))) == 8
 
 
-@pytest.mark.slow  # the real MambaFER's step with remat compiles for minutes on the 2 shared cores
+@pytest.mark.slow  # the real MambaFER step with remat: 192 s on the 2 shared cores (loaded), mostly XLA compile
 def test_real_mambafer_row_runs_in_bfloat16_with_remat(tmp_path):
     out = tmp_path / "acc.md"
     argv = ["--scale", "tiny", "--sections", "train", "--models", "mambafer", "--dtypes", "bfloat16",
