@@ -22,7 +22,8 @@ initialisation for the non-Mamba layers (``init = "torch"``), exact GELU and Lay
 ``--config.model.mjos.grad=autodiff`` trains the same forward with true gradients. Their released
 weights: ``python -m fer_jax.convert --arch mco_e_net_reference --weights save_N.pth --out DIR``, then
 ``--config.model.name=mco_e_net_reference --config.model.weights=DIR --config.model.backbone_weights=none``
-starts this run from them. Inputs as their
+starts this run from them (add ``--config.train.num_steps=0 --config.train.num_epochs=0`` for a zero-step
+run that only evaluates and saves them, so ``fer_jax.evaluate`` / ``predict`` score their model as released). Inputs as their
 loader picks them (``data.see_sampling = "authors"``, fer_jax.data.see_sampling) from shards that keep
 every frame (``python -m data_prep.build --dataset see --frames 0``); their aspect-preserving
 ``Resize(100)`` is not reproduced (the shards hold square 100 px frames).

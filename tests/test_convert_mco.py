@@ -23,10 +23,13 @@ from parity import checked_state_dict  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
 from configs import see_reference  # noqa: E402
-from fer_jax.convert import ConversionError, load_backbone_into, load_pretrained, read_meta  # noqa: E402
+from fer_jax.convert import ConversionError, load_pretrained, read_meta  # noqa: E402
 from fer_jax.convert import mco as mco_convert  # noqa: E402
 from fer_jax.convert.__main__ import main as convert_main  # noqa: E402
-from fer_jax.models import hce_moe, registry  # noqa: E402
+from fer_jax.evaluate import main as evaluate_main  # noqa: E402
+from fer_jax.models import hce_moe  # noqa: E402
+from fer_jax.training.loop import train  # noqa: E402
+from fer_jax.training.run import Run  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "mco_e_net_reference.npz"
 TOLERANCE = 1e-4
@@ -167,17 +170,36 @@ def test_cli_refuses_in_channels_for_the_whole_model(tmp_path, state_dict, capsy
 
 
 @pytest.mark.slow
-def test_training_can_start_from_the_converted_folder(state_dict, converted):
-    # python -m fer_jax.train --config configs/see_reference.py --config.model.weights=DIR: the Run loads
-    # registry.pretrained_targets into its fresh state; here on the abstract model it would build
+def test_a_converted_model_becomes_a_run_that_evaluate_takes(
+    golden, state_dict, converted, see_shards, tmp_path, capsys
+):
+    # python -m fer_jax.train --config configs/see_reference.py --config.model.weights=DIR
+    #   --config.train.num_steps=0 --config.train.num_epochs=0: a zero-step run holding the converted model
     c = see_reference.get_config()
-    c.data.image_size = 32
-    c.model.update(name="mco_e_net_reference", backbone_classes=16, neck_dim=32, weights=str(converted))
-    model = nnx.eval_shape(lambda: registry.build(c, rngs=nnx.Rngs(0)))
-    targets = registry.pretrained_targets(model, c)
-    assert [(m is model, d) for m, d in targets] == [(True, str(converted))]
-    load_backbone_into(model, converted)
-    np.testing.assert_array_equal(np.asarray(model.neck.kernel[...]), state_dict["fusion_proj.0.weight"].T)
+    c.data.dir = str(see_shards)
+    c.data.image_size = 64  # the fixture's shards
+    c.data.see_sampling = "stride4"  # the fixture keeps 8 frames, not every frame the authors' windows need
+    c.model.update(
+        name="mco_e_net_reference", backbone_classes=16, neck_dim=32, weights=str(converted),
+        backbone_weights="none",
+    )  # fmt: skip
+    c.train.update(num_steps=0, num_epochs=0, batch_size=8)
+    c.eval.update(batch_size=8, passes=1)
+    summary = train(c, tmp_path / "run", progress=False)
+    assert summary["step"] == 0 and summary["status"] == "finished"
+    assert {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()} >= {"best", "latest"}
+    # the run holds the authors' model: its restored eval model reproduces their logits
+    run = Run.restore(tmp_path / "run", "best")
+    try:
+        logits = run.model()(rgb=golden["rgb"], event=golden["event"])["logits"]
+    finally:
+        run.close()
+    np.testing.assert_allclose(np.asarray(logits), golden["logits"], atol=TOLERANCE, rtol=0)
     np.testing.assert_array_equal(
-        np.asarray(model.head.experts[2].res_coef[...]), state_dict["moe.experts.expert_2.res_coef"]
+        np.asarray(run.state["params"]["neck"]["kernel"]), state_dict["fusion_proj.0.weight"].T
     )
+    # and evaluate scores it as the zero-step run's own evaluation did
+    capsys.readouterr()
+    rc = evaluate_main(["--workdir", str(tmp_path / "run"), "--passes", "1", "--json"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["uar"] == pytest.approx(summary["last_eval"]["uar"], abs=1e-9)

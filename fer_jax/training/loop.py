@@ -168,6 +168,30 @@ def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, An
             epoch = step / lengths["steps_per_epoch"]
             writer.scalars(step, "train", {**m, **log, "epoch": epoch})
 
+    def evaluate(step: int) -> dict:
+        """One deterministic pass (``evaluate --passes N`` does the protocol), logged; saved as best on a
+        UAR gain."""
+        split = config.data.eval_split
+        m, _ = run.evaluate(split, passes=1)
+        _write_eval(run, writer, step, split, m)
+        bar.write(
+            f"step {step}: {split} WAR {100 * m['war']:.2f}  UAR {100 * m['uar']:.2f}  F1 {100 * m['macro_f1']:.2f}"
+        )
+        if stopper.update(m["uar"], step):
+            save("best", step, "best")
+        return m
+
+    if total == 0 and run.resumed is None:
+        # a zero-step run (train.num_steps = num_epochs = 0): the starting weights (a converted model,
+        # model.weights=DIR) evaluated and saved as step 0, so evaluate / predict / interpret take them
+        try:
+            last_eval = evaluate(0)
+            save("latest", 0, "finished")
+        finally:
+            bar.close()
+            writer.close()
+        return _summary("finished", 0, stopper, last_eval)
+
     status, signum, step = "finished", None, start
     # (step, metrics, timings to log or None) of the step before: checked one step late so dispatch stays async
     pending = None
@@ -205,21 +229,12 @@ def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, An
                     check(*pending)
                     pending = None
                 if do_eval:
-                    # during training one deterministic pass; `evaluate --passes N` does the protocol
-                    split = config.data.eval_split
                     try:
-                        last_eval, _ = run.evaluate(split, passes=1)
+                        last_eval = evaluate(step)
                     except BaseException:
                         # the steps since the last save are not lost with the evaluation that failed
                         save("latest", step, "running")
                         raise
-                    _write_eval(run, writer, step, split, last_eval)
-                    bar.write(
-                        f"step {step}: {split} WAR {100 * last_eval['war']:.2f}  UAR "
-                        f"{100 * last_eval['uar']:.2f}  F1 {100 * last_eval['macro_f1']:.2f}"
-                    )
-                    if stopper.update(last_eval["uar"], step):
-                        save("best", step, "best")
                     if stopper.should_stop:
                         status = "early_stopped"
                         bar.write(

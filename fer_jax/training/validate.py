@@ -24,7 +24,7 @@ _RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("eval.batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("train.num_steps", lambda v: v >= 0, "an integer >= 0 (0: num_epochs decides)"),
-    ("train.num_epochs", lambda v: v >= 0, "an integer >= 0"),
+    ("train.num_epochs", lambda v: v >= 0, "an integer >= 0 (0 with num_steps 0: a zero-step run)"),
     ("train.eval_every_steps", lambda v: v >= 0, "an integer >= 0 (0: once per epoch)"),
     ("train.checkpoint_every_steps", lambda v: v >= 0, "an integer >= 0 (0: at each evaluation)"),
     ("train.log_every_steps", lambda v: v >= 1, "an integer >= 1"),
