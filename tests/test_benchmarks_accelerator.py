@@ -155,14 +155,3 @@ def test_grids_paper_has_every_combination_cpu_leaves_remat_to_full_grid():
     cpu = accelerator._train_specs(accelerator.SCALES["cpu"], accelerator._parse([]))
     assert [(s["dtype"], s["remat"]) for s in cpu] == [("float32", "none"), ("bfloat16", "none")] * 2
     assert len(accelerator._train_specs(accelerator.SCALES["cpu"], accelerator._parse(["--full-grid"]))) == 8
-
-
-@pytest.mark.slow  # the real MambaFER step with remat: 192 s on the 2 shared cores (loaded), mostly XLA compile
-def test_real_mambafer_row_runs_in_bfloat16_with_remat(tmp_path):
-    out = tmp_path / "acc.md"
-    argv = ["--scale", "tiny", "--sections", "train", "--models", "mambafer", "--dtypes", "bfloat16",
-            "--remat", "blocks", "--matmul", "64", "--out", str(out)]  # fmt: skip
-    assert accelerator.main(argv) == 0
-    (row,) = json.loads(out.with_suffix(".json").read_text())["train"]
-    assert (row["dtype"], row["remat"], row["note"]) == ("bfloat16", "blocks", "")  # ran: no n/a, no error
-    assert row["step_ms"] > 0 and row["gflop_step"] > 0 and row["temp_mib"] > 0
