@@ -151,6 +151,22 @@ def _tiny_config(data, fold: int):
     return c
 
 
+def test_a_run_does_not_resume_on_another_fold(folds_shards, tmp_path):
+    # every fold of a --fold all build has the same manifest: the run's own config tells them apart
+    from fer_jax.training.loop import train
+
+    out, _ = folds_shards
+    work = tmp_path / "run"
+    c = _tiny_config(out, 1)
+    train(c, work, stop_at_step=1, progress=False)
+    before = (work / "config.json").read_text()
+    with pytest.raises(ValueError, match="trained with data.fold=1, not 2") as e:
+        train(_tiny_config(out, 2), work, progress=False)
+    assert "\n" not in str(e.value)
+    assert (work / "config.json").read_text() == before  # refused before anything was rewritten
+    assert train(c, work, progress=False)["step"] == 2  # the same fold resumes
+
+
 def test_folds_command_trains_each_fold_once_and_reports_mean_and_std(folds_shards, tmp_path, capsys):
     """``run_folds`` with an in-process runner (the tiny test model is registered in this process only):
     the commands it gives, the fold each run trained on, skipping on a rerun, and the report's numbers."""

@@ -74,6 +74,22 @@ def check_same_data(workdir: Path, manifest: dict[str, Any], data_dir: str) -> N
             )
 
 
+def check_same_split(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """A resume must train on the split its checkpoint was trained on: the five DFEW folds of a ``--fold all``
+    build share one manifest, so :func:`check_same_data` cannot tell them apart. ``ValueError`` (one line)
+    when the run's ``config.json`` names another ``data.fold`` / ``data.train_split``."""
+    if not (workdir / "config.json").is_file():
+        return
+    old = load_config(workdir).data
+    for key in ("fold", "train_split"):
+        a, b = old.get(key), config.data.get(key)
+        if a is not None and b is not None and a != b:
+            raise ValueError(
+                f"{workdir} was trained with data.{key}={a}, not {b}; resume with --config.data.{key}={a} "
+                "or give a new --workdir"
+            )
+
+
 def run_lengths(config: ml_collections.ConfigDict, num_train: int) -> dict[str, int]:
     """Steps per epoch, total steps, eval and checkpoint intervals, optimizer updates."""
     bs = int(config.train.batch_size)
@@ -271,6 +287,7 @@ class Run:
             has_checkpoint = bool(ckpts.steps("latest"))
             if has_checkpoint:
                 check_same_data(workdir, manifest, str(config.data.dir))
+                check_same_split(workdir, config)
             defs, state, tx, schedule = build_model_and_state(
                 config,
                 mesh,
