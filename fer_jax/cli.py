@@ -55,6 +55,17 @@ def interrupted(what: str = "") -> int:
     return EXIT_INTERRUPTED
 
 
+def input_error(exc: ValueError | OSError) -> int:
+    """A CLI's expected failure as one line on stderr; returns its exit status: bad input (``ValueError``,
+    ``FileNotFoundError``) is a usage error (2), another ``OSError`` (disk full, permissions) a failure (1).
+    Use as ``except (ValueError, OSError) as e: return input_error(e)``."""
+    if isinstance(exc, ValueError | FileNotFoundError):
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"error: {one_line(exc, with_type=True)}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
 class Parser(argparse.ArgumentParser):
     """``argparse`` whose errors are one line (``error: ...``, exit 2) instead of a usage dump."""
 

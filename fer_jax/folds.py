@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fer_jax.cli import EXIT_FAILURE, EXIT_USAGE, Parser, interrupted, one_line
+from fer_jax.cli import EXIT_USAGE, Parser, input_error, interrupted
 
 # runs ``python -m argv[0] argv[1:]`` writing its output to the log file; returns the exit status
 CommandRunner = Callable[[list[str], Path], int]
@@ -151,12 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     except KeyboardInterrupt:
         return interrupted("between folds; rerun the same command to resume")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:
-        print(f"error: {one_line(e, with_type=True)}", file=sys.stderr)
-        return EXIT_FAILURE
+    except (ValueError, OSError) as e:  # bad input: 2; the output not written: 1
+        return input_error(e)
     if summary is not None:
         from fer_jax.report import format_fold_summary
 

@@ -29,12 +29,10 @@ from typing import Any
 
 from fer_jax import seed_spread
 from fer_jax.cli import (
-    EXIT_FAILURE,
-    EXIT_USAGE,
     Parser,
     check_output_file,
+    input_error,
     interrupted,
-    one_line,
     read_json,
     write_atomic,
 )
@@ -471,12 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = build_fold_report(
                 fold_runs(Path(args.folds)), out=Path(args.out), checkpoint=args.checkpoint
             )
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            return EXIT_USAGE
-        except OSError as e:
-            print(f"error: {one_line(e, with_type=True)}", file=sys.stderr)
-            return EXIT_FAILURE
+        except (ValueError, OSError) as e:  # bad input: 2; the output not written: 1
+            return input_error(e)
         print(format_fold_summary(summary))
         print(f"wrote {args.out} and {Path(args.out).parent / 'summary.json'}")
         return 0
@@ -499,12 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except KeyboardInterrupt:
         return interrupted("while writing the report")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:  # the report could not be written (disk full, permissions)
-        print(f"error: {one_line(e, with_type=True)}", file=sys.stderr)
-        return EXIT_FAILURE
+    except (ValueError, OSError) as e:  # bad input: 2; the output not written: 1
+        return input_error(e)
     print(format_summary(summary))
     print(f"wrote {args.out} and {Path(args.out).parent / 'summary.json'}")
     return 0
