@@ -112,9 +112,7 @@ def _to_model_inputs(ex: dict[str, Any], spec: _Spec, rng: np.random.Generator |
             if "landmarks" in ex
             else np.broadcast_to(TEMPLATE_68, (len(idx), NUM_LANDMARKS, 2))
         )
-        event = ex["event"][idx] if "event" in ex else None
-        if event is not None and (params is not None or spec.normalize or event.dtype.kind != "f"):
-            event = event.astype(np.float32)  # voxel values; cv2 warps float32, not float16
+        event = _voxels(ex["event"][idx], spec, params) if "event" in ex else None
         if params is not None:
             frames = aug.photometric(aug.geometric(frames, params), params)
             lm = aug.geometric_landmarks(lm, params, size)
@@ -140,9 +138,7 @@ def _to_model_inputs(ex: dict[str, Any], spec: _Spec, rng: np.random.Generator |
     if np.asarray(stored_ev).dtype == object:
         event = decode_frames(stored_ev, idx)
     else:  # float16 voxel grids (cv2 warps float32, not float16)
-        event = np.asarray(stored_ev)[idx]
-        if params is not None or spec.normalize or event.dtype.kind != "f":
-            event = event.astype(np.float32)  # a stored array holds voxel values, whatever its dtype
+        event = _voxels(np.asarray(stored_ev)[idx], spec, params)
     if params is not None:
         # SEE: temporal sampling + flip + affine, the same on both modalities; colour only on RGB
         rgb = aug.photometric(aug.geometric(rgb, params), params)
@@ -165,6 +161,15 @@ def prepare_example(
     sampling); predict calls it on a record it built from a video so that inference sees the same inputs.
     """
     return _to_model_inputs(record, _spec(config, manifest, augment=rng is not None), rng)
+
+
+def _voxels(event: np.ndarray, spec: _Spec, params) -> np.ndarray:
+    """A stored voxel-grid array as the batch carries it: float32 when the host normalises or augments
+    (cv2 warps float32, not float16) or when it is not float (it holds voxel values whatever its dtype);
+    otherwise its stored float dtype, which the jitted step normalises."""
+    if params is not None or spec.normalize or event.dtype.kind != "f":
+        return event.astype(np.float32)
+    return event
 
 
 def _ensure_flags_parsed(num_workers: int) -> None:
