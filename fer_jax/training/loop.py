@@ -181,17 +181,6 @@ def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, An
             save("best", step, "best")
         return m
 
-    if total == 0 and run.resumed is None:
-        # a zero-step run (train.num_steps = num_epochs = 0): the starting weights (a converted model,
-        # model.weights=DIR) evaluated and saved as step 0, so evaluate / predict / interpret take them
-        try:
-            last_eval = evaluate(0)
-            save("latest", 0, "finished")
-        finally:
-            bar.close()
-            writer.close()
-        return _summary("finished", 0, stopper, last_eval)
-
     status, signum, step = "finished", None, start
     # (step, metrics, timings to log or None) of the step before: checked one step late so dispatch stays async
     pending = None
@@ -200,6 +189,11 @@ def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, An
         profiling.parse_profile_steps(config.train.get("profile_steps", ""), start), run.workdir / "profile"
     )
     try:
+        if total == 0 and run.resumed is None:
+            # a zero-step run (train.num_steps = num_epochs = 0): the starting weights (a converted model,
+            # model.weights=DIR) evaluated and saved as step 0, so evaluate / predict / interpret take them
+            last_eval = evaluate(0)
+            save("latest", 0, "finished")
         with _StopFlag() as flag:
             while step < total:
                 if flag.signum is not None or (stop_at_step is not None and step >= stop_at_step):
