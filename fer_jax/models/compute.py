@@ -124,9 +124,8 @@ def forward(module: nnx.Module, fn: Callable[..., Any], *args: Any) -> Any:
     """
     dtype = DTYPES[getattr(module, "compute_dtype", "float32")]
     params = nnx.state(module, nnx.Param)
-    if (
-        all(a.dtype == dtype or not jnp.issubdtype(a.dtype, jnp.floating) for a in jax.tree.leaves(params))
-        and dtype == jnp.float32
+    if dtype == jnp.float32 and all(  # the cheap test first: a bfloat16 compute never walks the leaves
+        a.dtype == dtype or not jnp.issubdtype(a.dtype, jnp.floating) for a in jax.tree.leaves(params)
     ):
         return fn(module, *args)
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
