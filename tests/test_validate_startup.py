@@ -112,3 +112,25 @@ def test_expected_platform_trains_and_the_start_up_line_names_it(tmp_path, capsy
     line = next(ln for ln in out.splitlines() if ln.startswith("training "))
     kind = jax.devices()[0].device_kind
     assert f"{jax.device_count()} cpu device(s) ({kind}), 1 process(es)" in line, line
+
+
+@pytest.mark.parametrize(
+    "field, value, refused",
+    [
+        ("train.batch_size", 2.5, True),  # a count field holding a fraction
+        ("train.prefetch_batches", 1.5, True),
+        ("data.image_size", 80.0, False),  # a whole number stored as float is still that count
+        ("optim.lr", 0.5, False),  # real-valued fields take fractions
+        ("train.ema_decay", 0.25, False),
+    ],
+)
+def test_count_fields_refuse_fractions_and_real_fields_take_them(field, value, refused):
+    import ml_collections
+
+    section, key = field.split(".")
+    cfg = ml_collections.ConfigDict({section: {key: value}})
+    if refused:
+        with pytest.raises(ValueError, match=rf"config\.{field}={value} must be an integer"):
+            check_config(cfg)
+    else:
+        check_config(cfg)

@@ -19,34 +19,32 @@ from typing import Any
 
 import ml_collections
 
-# (dotted field, test, what the field must be); fields absent from a config are not checked
-_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("train.batch_size", lambda v: v >= 1, "an integer >= 1"),
-    ("eval.batch_size", lambda v: v >= 1, "an integer >= 1"),
-    ("train.num_steps", lambda v: v >= 0, "an integer >= 0 (0: num_epochs decides)"),
-    ("train.num_epochs", lambda v: v >= 0, "an integer >= 0 (0 with num_steps 0: a zero-step run)"),
-    ("train.eval_every_steps", lambda v: v >= 0, "an integer >= 0 (0: once per epoch)"),
-    ("train.checkpoint_every_steps", lambda v: v >= 0, "an integer >= 0 (0: at each evaluation)"),
-    ("train.log_every_steps", lambda v: v >= 1, "an integer >= 1"),
-    ("train.keep_checkpoints", lambda v: v >= 1, "an integer >= 1"),
-    ("train.early_stopping_patience", lambda v: v >= 0, "an integer >= 0 (0 disables)"),
-    ("train.grad_accum_steps", lambda v: v >= 1, "an integer >= 1"),
-    ("train.ema_decay", lambda v: 0 <= v < 1, "in [0, 1) (0 disables EMA)"),
-    ("train.prefetch_batches", lambda v: v >= 0, "an integer >= 0 (0: no look-ahead)"),
-    ("optim.lr", lambda v: v > 0, "> 0"),
-    ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
-    ("optim.grad_clip", lambda v: v >= 0, ">= 0 (0 disables)"),
-    ("optim.pct_start", lambda v: 0 < v < 1, "in (0, 1)"),
-    ("optim.step_gamma", lambda v: 0 < v <= 1, "in (0, 1]"),
-    ("loss.gamma", lambda v: v >= 0, ">= 0"),
-    ("loss.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("eval.passes", lambda v: v >= 1, "an integer >= 1"),
-    ("data.num_frames", lambda v: v >= 1, "an integer >= 1"),
-    ("data.image_size", lambda v: v >= 1, "an integer >= 1"),
-    ("data.num_workers", lambda v: v >= 0, "an integer >= 0"),
+# (dotted field, integer?, test, what the field must be); fields absent from a config are not checked
+_RULES: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
+    ("train.batch_size", True, lambda v: v >= 1, "an integer >= 1"),
+    ("eval.batch_size", True, lambda v: v >= 1, "an integer >= 1"),
+    ("train.num_steps", True, lambda v: v >= 0, "an integer >= 0 (0: num_epochs decides)"),
+    ("train.num_epochs", True, lambda v: v >= 0, "an integer >= 0 (0 with num_steps 0: a zero-step run)"),
+    ("train.eval_every_steps", True, lambda v: v >= 0, "an integer >= 0 (0: once per epoch)"),
+    ("train.checkpoint_every_steps", True, lambda v: v >= 0, "an integer >= 0 (0: at each evaluation)"),
+    ("train.log_every_steps", True, lambda v: v >= 1, "an integer >= 1"),
+    ("train.keep_checkpoints", True, lambda v: v >= 1, "an integer >= 1"),
+    ("train.early_stopping_patience", True, lambda v: v >= 0, "an integer >= 0 (0 disables)"),
+    ("train.grad_accum_steps", True, lambda v: v >= 1, "an integer >= 1"),
+    ("train.ema_decay", False, lambda v: 0 <= v < 1, "in [0, 1) (0 disables EMA)"),
+    ("train.prefetch_batches", True, lambda v: v >= 0, "an integer >= 0 (0: no look-ahead)"),
+    ("optim.lr", False, lambda v: v > 0, "> 0"),
+    ("optim.weight_decay", False, lambda v: v >= 0, ">= 0"),
+    ("optim.grad_clip", False, lambda v: v >= 0, ">= 0 (0 disables)"),
+    ("optim.pct_start", False, lambda v: 0 < v < 1, "in (0, 1)"),
+    ("optim.step_gamma", False, lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("loss.gamma", False, lambda v: v >= 0, ">= 0"),
+    ("loss.label_smoothing", False, lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("eval.passes", True, lambda v: v >= 1, "an integer >= 1"),
+    ("data.num_frames", True, lambda v: v >= 1, "an integer >= 1"),
+    ("data.image_size", True, lambda v: v >= 1, "an integer >= 1"),
+    ("data.num_workers", True, lambda v: v >= 0, "an integer >= 0"),
 )
-_INTEGER_SUFFIXES = ("batch_size", "steps", "epochs", "patience", "checkpoints", "passes", "frames", "size",
-                     "workers", "batches")  # fmt: skip
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str) -> tuple[bool, Any]:
@@ -62,7 +60,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ``ValueError`` (one line, naming the field and its value) on the first out-of-range value, on
     missing weights of a paper config (:func:`check_weights`) and on another backend than the expected one
     (:func:`check_platform`)."""
-    for field, ok, must in _RULES:
+    for field, integer, ok, must in _RULES:
         present, value = _get(config, field)
         if not present or value is None:
             continue
@@ -70,7 +68,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{field}={value!r} must be a number, {must}")
         if not math.isfinite(value):
             raise ValueError(f"config.{field}={value!r} must be finite, {must}")
-        if field.endswith(_INTEGER_SUFFIXES) and value != int(value):
+        if integer and value != int(value):
             raise ValueError(f"config.{field}={value!r} must be {must}")
         if not ok(value):
             raise ValueError(f"config.{field}={value!r} must be {must}")
