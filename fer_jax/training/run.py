@@ -204,6 +204,12 @@ def resolve_checkpoint(ckpts: ckpt_lib.RunCheckpoints, checkpoint: str | int) ->
     )
 
 
+def _split_size(info: DataInfo, data: DataSource, config: ml_collections.ConfigDict, split: str) -> int:
+    """Examples in ``split``: the manifest's count, else the data source's (a fold's list of clips)."""
+    n = info.num_examples.get(split)
+    return int(n if n is not None else data.num_examples(config, split))
+
+
 def _with_num_classes(config: ml_collections.ConfigDict, info: DataInfo) -> ml_collections.ConfigDict:
     """A copy of ``config`` whose ``model.num_classes`` is the manifest's class count."""
     config = config.copy_and_resolve_references()
@@ -271,15 +277,10 @@ class Run:
         mesh = mesh_lib.make_mesh()
         mesh_lib.check_batch_size(int(config.train.batch_size), mesh)
         mesh_lib.check_batch_size(int(config.eval.batch_size), mesh)
-        split, eval_split = config.data.train_split, config.data.eval_split
-        num_train = info.num_examples.get(split)
-        lengths = run_lengths(
-            config, int(num_train if num_train is not None else data.num_examples(config, split))
-        )
+        eval_split = config.data.eval_split
+        lengths = run_lengths(config, _split_size(info, data, config, config.data.train_split))
         # an evaluation split that is missing would otherwise fail at the first evaluation, after training
-        num_eval = info.num_examples.get(eval_split)
-        num_eval = int(num_eval if num_eval is not None else data.num_examples(config, eval_split))
-        if num_eval < 1:
+        if _split_size(info, data, config, eval_split) < 1:
             raise ValueError(f"the evaluation split {eval_split!r} of {config.data.dir} has no examples")
         ckpts = ckpt_lib.RunCheckpoints(workdir, keep=int(config.train.keep_checkpoints))
         notes: list[str] = []
@@ -323,13 +324,12 @@ class Run:
         if not (workdir / "checkpoints").exists():
             raise FileNotFoundError(f"no checkpoints in {workdir}")
         profiling.use_compilation_cache(config)
-        if data is not None:
-            manifest = data.manifest(config)
-        elif (workdir / "manifest.json").exists():
+        if data is None and (workdir / "manifest.json").exists():
             manifest = read_json(workdir / "manifest.json", "the run's manifest")
+            data = PipelineData()
         else:
-            manifest = PipelineData().manifest(config)
-        data = data or PipelineData()
+            data = data or PipelineData()
+            manifest = data.manifest(config)  # cached by the source: its iterators do not read it again
         info = DataInfo.from_manifest(manifest)
         config = _with_num_classes(config, info)
         mesh = mesh_lib.make_mesh()
