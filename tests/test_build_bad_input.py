@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -14,28 +13,15 @@ import pytest
 
 from data_prep import build
 from fer_jax.data.manifest import load_manifest
-
-
-def _frames_dir(d: Path, n: int, value: int, hw: tuple[int, int] = (32, 32)) -> None:
-    d.mkdir(parents=True)
-    for i in range(1, n + 1):
-        cv2.imwrite(str(d / f"{i}.jpg"), np.full((*hw, 3), (value + 3 * i) % 256, np.uint8))
-
-
-def _csv(path: Path, rows: list[list]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["video_name", "label"])
-        w.writerows(rows)
+from tests.raw_layout_support import frames_dir, split_csv
 
 
 def _dfew(root: Path, train_rows: list[list], test_rows: list[list], clips: dict[str, int]) -> Path:
     for cid, n in clips.items():
-        _frames_dir(root / "Clip" / "clip_224x224" / cid, n, int(cid) * 20)
+        frames_dir(root / "Clip" / "clip_224x224" / cid, n, int(cid) * 20)
     base = root / "EmoLabel_DataSplit"
-    _csv(base / "train(single-labeled)" / "set_1.csv", train_rows)
-    _csv(base / "test(single-labeled)" / "set_1.csv", test_rows)
+    split_csv(base / "train(single-labeled)" / "set_1.csv", train_rows)
+    split_csv(base / "test(single-labeled)" / "set_1.csv", test_rows)
     return root
 
 
@@ -54,16 +40,16 @@ def bad_dfew(tmp_path) -> Path:
     root = _dfew(tmp_path / "raw", [], [], {f"{i:05d}": 5 for i in range(1, 5)})
     clips = root / "Clip" / "clip_224x224"
     (clips / "00005").mkdir()  # empty folder
-    _frames_dir(clips / "00006", 3, 0)
+    frames_dir(clips / "00006", 3, 0)
     (clips / "00006" / "2.jpg").write_bytes(b"\xff\xd8garbage")  # unreadable image
-    _frames_dir(clips / "00007", 3, 0)
+    frames_dir(clips / "00007", 3, 0)
     data = (clips / "00007" / "3.jpg").read_bytes()
     (clips / "00007" / "3.jpg").write_bytes(data[: len(data) // 2])  # truncated image
     (root / "Clip" / "original").mkdir(parents=True)
     (root / "Clip" / "original" / "00008.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
-    _frames_dir(clips / "00009", 4, 0)
-    _frames_dir(clips / "00010", 4, 0)
-    _frames_dir(clips / "00011", 4, 0)
+    frames_dir(clips / "00009", 4, 0)
+    frames_dir(clips / "00010", 4, 0)
+    frames_dir(clips / "00011", 4, 0)
     train = [
         ["00001", 1], ["00002", 7], ["00005", 2], ["00006", 3], ["00007", 4], ["00008", 5],
         ["00099", 1],  # missing clip
@@ -74,8 +60,8 @@ def bad_dfew(tmp_path) -> Path:
         ["00004"],  # malformed row
         ["00004", "x"],  # label not a number
     ]  # fmt: skip
-    _csv(root / "EmoLabel_DataSplit" / "train(single-labeled)" / "set_1.csv", train)
-    _csv(root / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv", [["00004", 6], ["11", 2]])
+    split_csv(root / "EmoLabel_DataSplit" / "train(single-labeled)" / "set_1.csv", train)
+    split_csv(root / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv", [["00004", 6], ["11", 2]])
     return root
 
 

@@ -18,7 +18,7 @@ import pytest
 from data_prep import build
 from data_prep import synthesize as synth
 from fer_jax.data.manifest import MANIFEST_FILE, load_manifest
-from tests.test_build_bad_input import _csv, _frames_dir
+from tests.raw_layout_support import frames_dir, split_csv
 
 # ---- helpers --------------------------------------------------------------------------------------------
 
@@ -40,10 +40,10 @@ def _one_line(err: str) -> str:
 
 def _dfew(root: Path, train: list[list], test: list[list], clips: list[str]) -> Path:
     for cid in clips:
-        _frames_dir(root / "Clip" / "clip_224x224" / cid, 4, int(cid) * 20)
+        frames_dir(root / "Clip" / "clip_224x224" / cid, 4, int(cid) * 20)
     base = root / "EmoLabel_DataSplit"
-    _csv(base / "train(single-labeled)" / "set_1.csv", train)
-    _csv(base / "test(single-labeled)" / "set_1.csv", test)
+    split_csv(base / "train(single-labeled)" / "set_1.csv", train)
+    split_csv(base / "test(single-labeled)" / "set_1.csv", test)
     return root
 
 
@@ -219,13 +219,13 @@ def test_see_integer_labels_need_a_usable_label_list(tmp_path):
 def test_dfew_names_leading_outside_root_are_refused(tmp_path):
     root = _dfew(tmp_path / "raw", [], [], ["00001", "00002"])
     outside = tmp_path / "outside"
-    _frames_dir(outside / "escape", 4, 7)
-    _frames_dir(outside / "absolute", 4, 9)
-    _frames_dir(outside / "linked", 4, 11)
+    frames_dir(outside / "escape", 4, 7)
+    frames_dir(outside / "absolute", 4, 9)
+    frames_dir(outside / "linked", 4, 11)
     (root / "Clip" / "clip_224x224" / "00003").symlink_to(outside / "linked", target_is_directory=True)
     train = [["00001", 1], ["../../../outside/escape", 2], [str(outside / "absolute"), 3], ["00003", 4]]
-    _csv(root / "EmoLabel_DataSplit" / "train(single-labeled)" / "set_1.csv", train)
-    _csv(root / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv", [["00002", 5]])
+    split_csv(root / "EmoLabel_DataSplit" / "train(single-labeled)" / "set_1.csv", train)
+    split_csv(root / "EmoLabel_DataSplit" / "test(single-labeled)" / "set_1.csv", [["00002", 5]])
     out = tmp_path / "out"
     assert build.main(_argv(root, out, "--max-skip", "1.0")) == 0
     m = load_manifest(out)
