@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
     # input and performance hooks (docs/training.md, "Input, prefetch, profiling, compilation cache")
     c.train.normalize_on_device = True  # uint8 frames to the device, normalised in the jitted step
     c.train.prefetch_batches = 2  # batches placed on the device ahead of the step; 0: none
+    c.train.stop_check_every_steps = 1  # multi-process: agree on SIGINT/SIGTERM every N steps
     c.train.profile_steps = ""  # off | "N": N steps after the first | "a,b": steps a..b; <workdir>/profile
     c.train.compilation_cache_dir = ""  # JAX's persistent compilation cache there ("" off)
     c.train.keep_checkpoints = 2

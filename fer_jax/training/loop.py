@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from fer_jax.training import figures as fig_lib
 from fer_jax.training import logging as log_lib
 from fer_jax.training import profiling
 from fer_jax.training import state as state_lib
+from fer_jax.training import stop as stop_lib
 from fer_jax.training.data import DataSource
 from fer_jax.training.early_stopping import EarlyStopping
 from fer_jax.training.prefetch import DevicePrefetch
@@ -44,29 +44,6 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, step: int, value: float):
         super().__init__(f"non-finite loss ({value}) at step {step}; stopped, last good checkpoint kept")
         self.step = step
-
-
-class _StopFlag:
-    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and returns."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _write_eval(run: Run, writer: log_lib.MetricWriter, step: int, split: str, m: dict) -> None:
@@ -194,14 +171,16 @@ def _loop(run: Run, *, stop_at_step: int | None, progress: bool) -> dict[str, An
             # model.weights=DIR) evaluated and saved as step 0, so evaluate / predict / interpret take them
             last_eval = evaluate(0)
             save("latest", 0, "finished")
-        with _StopFlag() as flag:
+        # the stop decision is agreed by all processes, so they all save the same step (the save is collective)
+        agreement = stop_lib.StopAgreement(run.mesh, int(config.train.get("stop_check_every_steps", 1)))
+        with stop_lib.StopSignal() as flag:
             while step < total:
-                if flag.signum is not None or (stop_at_step is not None and step >= stop_at_step):
+                signum = agreement.check(step, flag.signum)
+                if signum is not None or (stop_at_step is not None and step >= stop_at_step):
                     if pending:
                         check(*pending)
                         pending = None
-                    status = "interrupted" if flag.signum is not None else "stopped"
-                    signum = flag.signum
+                    status = "interrupted" if signum is not None else "stopped"
                     save("latest", step, status)
                     break
                 profiler.before(step + 1)

@@ -3,12 +3,17 @@
 One ``('data',)`` mesh over every device of every process: batches are split along their leading axis,
 the train state is replicated. Each process feeds only its own slice of the global batch and
 ``jax.make_array_from_process_local_data`` assembles the global array, so the same code runs on one CPU,
-one GPU, a TPU VM and several hosts.
+one GPU, a TPU VM and several hosts. :func:`maybe_initialize_distributed` starts JAX's distributed
+runtime whenever the environment describes several processes (:func:`detect_multiprocess`).
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import sys
+import urllib.request
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -18,32 +23,109 @@ from jax.sharding import PartitionSpec as P
 
 _initialized = False
 
+# SLURM's variables that JAX's SlurmCluster needs (jax/_src/clusters/slurm_cluster.py)
+_SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+
+
+def _count(value: str | None, default: int = 1) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _gce_tpu_hosts() -> int:
+    """Hosts of this Cloud TPU slice from the GCE metadata server (the source JAX's GceTpuCluster reads):
+    1 when this is no TPU VM or the server does not answer within 2 s."""
+    if os.environ.get("TPU_SKIP_MDS_QUERY") is not None:
+        return 1
+    if not (glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")):  # no TPU chips on this machine
+        return 1
+    host = os.environ.get("GCE_METADATA_IP", "metadata.google.internal")
+    url = f"http://{host}/computeMetadata/v1/instance/attributes/worker-network-endpoints"
+    req = urllib.request.Request(url, headers={"Metadata-Flavor": "Google"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:  # noqa: S310 (a fixed http URL)
+            text = r.read().decode()
+    except OSError:
+        return 1
+    return max(1, len([e for e in text.split(",") if e.strip()]))
+
+
+def detect_multiprocess(
+    environ: Mapping[str, str] | None = None, tpu_hosts: Callable[[], int] = _gce_tpu_hosts
+) -> tuple[str, dict[str, Any]] | None:
+    """The multi-process environment this process runs in, as ``(name, jax.distributed.initialize
+    kwargs)``, or None for a single process. In order:
+
+    ``FER_JAX_DISTRIBUTED=0`` (off); ``FER_JAX_COORDINATOR`` + ``FER_JAX_NUM_PROCESSES`` +
+    ``FER_JAX_PROCESS_ID`` (explicit); ``JAX_COORDINATOR_ADDRESS`` (+ ``JAX_NUM_PROCESSES`` /
+    ``JAX_PROCESS_ID``; JAX itself reads only the address); SLURM with more than one task; Open MPI
+    (``OMPI_MCA_orte_hnp_uri``) with more than one rank; a TPU slice named by its environment (GKE:
+    ``TPU_WORKER_HOSTNAMES`` / ``TPU_PROCESS_ADDRESSES`` with several hosts, multislice:
+    ``MEGASCALE_COORDINATOR_ADDRESS``); ``FER_JAX_DISTRIBUTED=1`` (forced); a Cloud TPU VM whose
+    metadata lists several workers (a pod slice started with ``--worker=all``). The empty kwargs leave
+    the rest to JAX's cluster auto-detection. Raises ValueError (one line) on an incomplete explicit set.
+    """
+    env = os.environ if environ is None else environ
+    forced = env.get("FER_JAX_DISTRIBUTED", "")
+    if forced == "0":
+        return None
+    for prefix, address in (("FER_JAX_", "FER_JAX_COORDINATOR"), ("JAX_", "JAX_COORDINATOR_ADDRESS")):
+        if not env.get(address):
+            continue
+        kwargs: dict[str, Any] = {"coordinator_address": env[address]}
+        for key, name in (("num_processes", "NUM_PROCESSES"), ("process_id", "PROCESS_ID")):
+            value = env.get(prefix + name)
+            if value is None and prefix == "FER_JAX_":
+                raise ValueError(f"{address} is set but {prefix + name} is not")
+            if value is not None:
+                if not value.strip().isdigit():
+                    raise ValueError(f"{prefix + name}={value!r} must be an integer >= 0")
+                kwargs[key] = int(value)
+        return address, kwargs
+    if all(v in env for v in _SLURM) and _count(env.get("SLURM_NTASKS")) > 1:
+        return "SLURM", {}
+    if "OMPI_MCA_orte_hnp_uri" in env and _count(env.get("OMPI_COMM_WORLD_SIZE"), 2) > 1:
+        return "Open MPI", {}
+    for var in ("TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES"):
+        if len([h for h in env.get(var, "").split(",") if h.strip()]) > 1:
+            return f"TPU slice ({var})", {}
+    if env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return "TPU multislice", {}
+    if forced == "1":
+        return "FER_JAX_DISTRIBUTED=1", {}
+    if tpu_hosts() > 1:
+        return "TPU pod slice", {}
+    return None
+
 
 def maybe_initialize_distributed() -> bool:
-    """Calls ``jax.distributed.initialize()`` when the environment describes a multi-process run.
+    """Calls ``jax.distributed.initialize()`` when :func:`detect_multiprocess` finds several processes,
+    then prints one line naming this process's index and the process count (stderr, every process).
 
-    Triggers: ``FER_JAX_COORDINATOR`` + ``FER_JAX_NUM_PROCESSES`` + ``FER_JAX_PROCESS_ID`` (explicit, used
-    by the 2-process CPU rehearsal; CPU processes then talk over gloo), or the variables JAX detects itself
-    (``JAX_COORDINATOR_ADDRESS``, TPU pod slices, SLURM, Open MPI) when ``FER_JAX_DISTRIBUTED=1``.
-    Returns True when a distributed runtime was started. Must run before any other JAX call.
+    With ``JAX_PLATFORMS=cpu`` (or ``FER_JAX_CPU_COLLECTIVES=1``) CPU processes talk over gloo (the
+    2-process CPU rehearsal). Returns True when a distributed runtime runs. Must run before any other JAX
+    call that touches a backend; later calls return at once.
     """
     global _initialized
     if _initialized:
         return True
-    coord = os.environ.get("FER_JAX_COORDINATOR")
-    if coord:
-        if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or os.environ.get("FER_JAX_CPU_COLLECTIVES"):
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(
-            coordinator_address=coord,
-            num_processes=int(os.environ["FER_JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["FER_JAX_PROCESS_ID"]),
-        )
-        _initialized = True
-    elif os.environ.get("FER_JAX_DISTRIBUTED") == "1" or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize()
-        _initialized = True
-    return _initialized
+    found = detect_multiprocess()
+    if found is None:
+        return False
+    name, kwargs = found
+    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or os.environ.get("FER_JAX_CPU_COLLECTIVES"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
+    _initialized = True
+    print(
+        f"distributed: process {jax.process_index()} of {jax.process_count()} ({name}), "
+        f"{jax.local_device_count()} local of {jax.device_count()} device(s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
 
 
 def make_mesh() -> Mesh:

@@ -33,6 +33,7 @@ _RULES: tuple[tuple[str, bool, Callable[[Any], bool], str], ...] = (
     ("train.grad_accum_steps", True, lambda v: v >= 1, "an integer >= 1"),
     ("train.ema_decay", False, lambda v: 0 <= v < 1, "in [0, 1) (0 disables EMA)"),
     ("train.prefetch_batches", True, lambda v: v >= 0, "an integer >= 0 (0: no look-ahead)"),
+    ("train.stop_check_every_steps", True, lambda v: v >= 1, "an integer >= 1"),
     ("optim.lr", False, lambda v: v > 0, "> 0"),
     ("optim.weight_decay", False, lambda v: v >= 0, ">= 0"),
     ("optim.grad_clip", False, lambda v: v >= 0, ">= 0 (0 disables)"),
