@@ -3,7 +3,10 @@
 Thin entry point over :func:`fer_jax.training.loop.train`: parses the config (ml_collections
 ``config_flags``; any field can be overridden on the command line), trains, resumes when ``DIR`` already
 holds checkpoints. Exit status: 0 finished or early-stopped, 1 error (one line on stderr), 130 / 143 after
-SIGINT / SIGTERM (a checkpoint was saved first).
+SIGINT / SIGTERM (a checkpoint was saved first). Several hosts: run the same command on each;
+``jax.distributed`` starts when the environment describes several processes (SLURM, Open MPI, a TPU pod
+slice, ``JAX_COORDINATOR_ADDRESS`` or ``FER_JAX_COORDINATOR``; docs/training.md), and a signal to any one
+process stops all of them at the same step with the same exit status.
 """
 
 from __future__ import annotations
