@@ -80,6 +80,35 @@ def test_a_tpu_pod_slice_is_detected_from_its_metadata():
     assert mesh_lib.detect_multiprocess({"FER_JAX_DISTRIBUTED": "0"}, tpu_hosts=lambda: 4) is None
 
 
+def test_the_tpu_metadata_worker_count():
+    """A stand-in metadata server: 4 workers listed -> 4; the header JAX's reader sends is required."""
+    import http.server
+    import threading
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            ok = (
+                self.path.endswith("/worker-network-endpoints")
+                and self.headers["Metadata-Flavor"] == "Google"
+            )
+            body = b"w0:10.0.0.1:8470,w1:10.0.0.2:8470,w2:10.0.0.3:8470,w3:10.0.0.4:8470" if ok else b""
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert mesh_lib.metadata_worker_count(f"127.0.0.1:{server.server_port}") == 4
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert mesh_lib.metadata_worker_count(f"127.0.0.1:{_free_port()}", timeout=1) == 1  # nobody answers
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [

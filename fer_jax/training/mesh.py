@@ -41,11 +41,16 @@ def _gce_tpu_hosts() -> int:
         return 1
     if not (glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")):  # no TPU chips on this machine
         return 1
-    host = os.environ.get("GCE_METADATA_IP", "metadata.google.internal")
+    return metadata_worker_count(os.environ.get("GCE_METADATA_IP", "metadata.google.internal"))
+
+
+def metadata_worker_count(host: str, timeout: float = 2.0) -> int:
+    """The number of entries of the TPU VM metadata's ``worker-network-endpoints`` at ``host`` (one per
+    worker of the slice); 1 when it cannot be read."""
     url = f"http://{host}/computeMetadata/v1/instance/attributes/worker-network-endpoints"
     req = urllib.request.Request(url, headers={"Metadata-Flavor": "Google"})
     try:
-        with urllib.request.urlopen(req, timeout=2) as r:  # noqa: S310 (a fixed http URL)
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 (a fixed http URL)
             text = r.read().decode()
     except OSError:
         return 1
