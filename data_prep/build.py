@@ -1,7 +1,7 @@
 """Builds ArrayRecord shards (TFDS layout) + manifest.json from a raw DFEW, SEE or DSEE folder.
 
   python -m data_prep.build --dataset dfew --root RAW --out DIR [--fold 1|all] [--frames 16] [--size 128]
-  python -m data_prep.build --dataset see  --root RAW --out DIR [--frames 16] [--size 100]
+  python -m data_prep.build --dataset see  --root RAW --out DIR [--frames 16] [--size 100] [--resize shorter]
 
 The result reads without this code: ``tfds.builder_from_directory(DIR).as_data_source("train")``, or
 ``fer_jax.data.pipeline`` with ``config.data.dir=DIR``. DFEW ``--fold all`` processes every clip once
@@ -38,6 +38,7 @@ from fer_jax.cli import one_line
 from fer_jax.data.fold_splits import STORED_SPLIT, fold_entries, split_name
 from fer_jax.data.manifest import COMPLETE_MARKER, MANIFEST_FILE, load_manifest, write_manifest
 from fer_jax.data.schema import LIGHTING_NAMES, features
+from fer_jax.preprocess.resize import RESIZE_MODES, shorter_side_hw
 from fer_jax.preprocess.video import checksum_files
 
 DEFAULTS = {
@@ -73,6 +74,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--frames", type=int, default=None, help="frames stored per clip (dfew 16, see 16; see: 0 = all)"
     )
     p.add_argument("--size", type=int, default=None, help="output side in pixels (dfew 128, see 100)")
+    p.add_argument(
+        "--resize",
+        default="square",
+        choices=RESIZE_MODES,
+        help="see/dsee frame geometry: square = squashed to --size x --size (OpenCV, area when shrinking); "
+        "shorter = the MCO-E Net authors' transforms.Resize(--size): shorter side = --size, aspect kept "
+        "(346x260 -> 133x100), PIL bilinear; the manifest records the stored height and width "
+        "(configs/see_reference.py: --frames 0 --resize shorter)",
+    )
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
     p.add_argument(
         "--max-skip", type=float, default=0.01, help="fraction of items that may be skipped (0.01)"
@@ -203,7 +213,20 @@ def _settings(a: argparse.Namespace) -> dict:
         if a.simulate_events:
             raise UsageError("--simulate-events is for datasets without events (dfew)")
         s.update(events=a.events)
+        if a.resize != "square":  # absent for square builds: their manifests compare as before
+            s["resize"] = a.resize
+    if a.dataset == "dfew" and a.resize != "square":
+        raise UsageError("--resize shorter is for see/dsee (DFEW stores square aligned faces)")
     return s
+
+
+# preprocessing keys the build derives from the data (compared with nothing when a re-run asks whether a
+# finished build has its settings)
+_DERIVED = ("events_used", "height", "width")
+
+
+def _requested(prep: dict) -> dict:
+    return {k: v for k, v in prep.items() if k not in _DERIVED}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -331,11 +354,17 @@ def _plan(settings: dict, root: Path, workers: int, quiet: bool):
     else:
         items, skipped, label_files, names, ev_source = see.read_layout(root, settings["events"])
         settings["events_used"] = ev_source
-        st = see.Settings(frames=settings["frames"], size=settings["size"], encoding=settings["encoding"],
-                          events=ev_source, bins=settings["bins"])  # fmt: skip
+        resize, size = settings.get("resize", "square"), settings["size"]
+        hw = (size, size)
+        if resize == "shorter":  # one stored shape per build, from the first frame (one sensor)
+            src = see.first_frame_hw(items)
+            hw = shorter_side_hw(*src, size) if src is not None else hw
+        settings["height"], settings["width"] = hw
+        st = see.Settings(frames=settings["frames"], size=size, encoding=settings["encoding"],
+                          events=ev_source, bins=settings["bins"], resize=resize, height=hw[0], width=hw[1])  # fmt: skip
         feats = features(
             settings["dataset"], encoding=st.encoding, size=st.size, class_names=names,
-            event="frames" if ev_source == "frames" else "voxel", bins=st.bins,
+            event="frames" if ev_source == "frames" else "voxel", bins=st.bins, hw=hw,
         )  # fmt: skip
         fn = functools.partial(see.process, settings=st)
     plan = Plan(features=feats, items=items, process=fn, workers=workers, quiet=quiet,
@@ -437,7 +466,7 @@ def build(args: argparse.Namespace) -> int:
                 ) from None
             old = None
         prep = old.get("preprocessing") if old is not None else None
-        same = isinstance(prep, dict) and {k: v for k, v in prep.items() if k != "events_used"} == settings
+        same = isinstance(prep, dict) and _requested(prep) == _requested(settings)
         if same and not args.overwrite:
             status, why = _exit_status(old, args.max_skip)
             print(f"{out} is already built with these settings; nothing to do (--overwrite rebuilds)")

@@ -22,8 +22,8 @@ import numpy as np
 from data_prep.builders.common import Item, Result, Skip, inside
 from fer_jax.data.constants import LIGHTING_NAMES, SEE_CLASS_NAMES, SEE_SENSOR_HW
 from fer_jax.preprocess import events as ev
-from fer_jax.preprocess.clip import EyeRecordSettings, RawEvents, make_eye_record
-from fer_jax.preprocess.video import read_frames
+from fer_jax.preprocess.clip import EyeRecordSettings, RawEvents, eye_frame_hw, make_eye_record
+from fer_jax.preprocess.video import decode_image, list_frame_files, read_frames
 
 EVENT_SOURCES = ("auto", "frames", "raw")
 _ALIASES = {
@@ -216,6 +216,20 @@ def read_layout(root: Path, events: str = "auto"):
     return items, skipped, [split_path], names, events
 
 
+def first_frame_hw(items: dict[str, list[Item]]) -> tuple[int, int] | None:
+    """``(h, w)`` of the first readable RGB frame of the layout (splits in name order), or None: a
+    ``--resize shorter`` build fixes its stored shape from it (SEE's frames all come from one sensor)."""
+    for split in sorted(items):
+        for item in items[split]:
+            try:
+                files = list_frame_files(item.paths["frames"])
+                if files:
+                    return decode_image(files[0].read_bytes(), str(files[0])).shape[:2]
+            except (OSError, ValueError):  # a broken sequence is skipped (with its reason) by the build
+                continue
+    return None
+
+
 def frame_times_for(raw_path: Path, num_frames: int, fps: float) -> tuple[np.ndarray, str | None]:
     """Frame timestamps (seconds) of a sequence with raw events, and a repair note when assumed."""
     stem, parent = raw_path.stem, raw_path.parent
@@ -253,9 +267,9 @@ def process(item: Item, settings: Settings) -> Result:
     stats: dict[str, float] = {}
     if "event" in item.paths:
         event = read_frames(item.paths["event"], hasher=h)
-        if event and rgb and event[0].shape[:2] != rgb[0].shape[:2]:  # each resized to size x size on its own
+        if event and rgb and event[0].shape[:2] != rgb[0].shape[:2]:  # each resized to the same shape
             (eh, ew), (rh, rw) = event[0].shape[:2], rgb[0].shape[:2]
-            notes.append(f"event frames are {ew}x{eh}, RGB frames {rw}x{rh}; both stretched to the same side")
+            notes.append(f"event frames are {ew}x{eh}, RGB frames {rw}x{rh}; both resized to the same shape")
         if len(event) != len(rgb):
             notes.append(
                 f"{len(rgb)} RGB frames but {len(event)} event frames; used the first {min(len(rgb), len(event))}"
@@ -278,6 +292,11 @@ def process(item: Item, settings: Settings) -> Result:
         if len(times) != len(rgb):
             raise ValueError(f"{len(times)} frame times for {len(rgb)} frames in {raw.name}")
         event = RawEvents(events, times, height, width)
+    if rgb and settings.resize != "square" and settings.height and settings.width:
+        own = eye_frame_hw(settings.resize, settings.size, rgb[0].shape[:2])
+        if own != (settings.height, settings.width):  # one shape per build: the model batches them
+            (rh, rw), (h, w) = rgb[0].shape[:2], (settings.height, settings.width)
+            notes.append(f"frames are {rw}x{rh}: resized to the build's {w}x{h}, their aspect not kept")
     example = make_eye_record(rgb, event, settings, label=item.label, lighting=item.extra["lighting"],
                               id=item.key, stats=stats)  # fmt: skip
     return Result(item.split, item.key, example=example, checksum=h.hexdigest(), notes=notes, stats=stats)

@@ -28,7 +28,10 @@ class DataInfo:
       class_counts: split -> per-class example counts (label order).
       num_examples: split -> examples.
       lighting_names: lighting condition names in label order, or None (no lighting labels).
-      image_size: S of the stored frames, or None.
+      image_size: S of the stored frames (their side; for ``--resize shorter`` builds the shorter side),
+        or None.
+      image_height, image_width: the stored frames' H and W (manifests before non-square SEE builds, and
+        DFEW's, record only ``size``: both equal S), or None.
       stored_frames: frames stored per record (T for DFEW, K for SEE; 0: all), or None.
       preprocessing: the builder's settings dict (``FaceRecordSettings`` / ``EyeRecordSettings`` read it).
       raw: the manifest as read.
@@ -43,6 +46,8 @@ class DataInfo:
     stored_frames: int | None
     preprocessing: Mapping[str, Any]
     raw: Mapping[str, Any] = dataclasses.field(repr=False, compare=False, default_factory=dict)
+    image_height: int | None = None
+    image_width: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -60,13 +65,16 @@ class DataInfo:
         if not num:  # older / in-memory manifests: the counts say it
             num = {s: sum(c) for s, c in counts.items()}
         lighting = manifest.get("lighting_names")
+        size = int(prep["size"]) if prep.get("size") is not None else None
         return cls(
             dataset=manifest.get("dataset"),
             class_names=tuple(str(n) for n in names),
             class_counts=_frozen(counts),
             num_examples=_frozen(num),
             lighting_names=tuple(lighting) if lighting else None,
-            image_size=int(prep["size"]) if prep.get("size") is not None else None,
+            image_size=size,
+            image_height=int(prep["height"]) if prep.get("height") is not None else size,
+            image_width=int(prep["width"]) if prep.get("width") is not None else size,
             stored_frames=int(prep["frames"]) if prep.get("frames") is not None else None,
             preprocessing=_frozen(prep),
             raw=_frozen(manifest),

@@ -9,8 +9,9 @@ voxel grids; float32 once augmentation warped them): the jitted step normalises 
 - DFEW: ``frames`` ``(B, T, S, S, 3)`` float32 ImageNet-normalised, ``landmarks`` ``(B, T, 68, 2)``
   float32 in [0, 1], ``label`` int32 ``(B,)``, ``mask`` bool ``(B,)`` (+ ``event`` ``(B, T, S, S, bins)``
   when the shards were built with ``--simulate-events``).
-- SEE / DSEE: ``rgb`` ``(B, m, S, S, 3)``, ``event`` ``(B, m, S, S, C)`` float32, ``label``, ``lighting``
-  int32, ``mask``. The m frames come from the K stored ones as the public loaders pick them: every 4th
+- SEE / DSEE: ``rgb`` ``(B, m, H, W, 3)``, ``event`` ``(B, m, H, W, C)`` float32, ``label``, ``lighting``
+  int32, ``mask``; H x W = ``data.image_size`` x ``data.image_width`` (0: square, S x S), as the shards
+  store them (``data_prep.build --resize shorter`` keeps the aspect: 100 x 133; no augmentation then). The m frames come from the K stored ones as the public loaders pick them: every 4th
   frame from a random offset, then m spread from its first to its last frame (offset 0 for evaluation).
   ``data.see_sampling = "authors"`` picks them as the official code does instead (fer_jax.data.see_sampling).
 
@@ -18,8 +19,8 @@ Evaluation batches also carry ``index`` int32 ``(B,)``: the record's position in
 str ``(B,)``: the record's id (for per-example outputs such as ``predictions.jsonl``; padding rows repeat
 a real index and id with ``mask`` False).
 
-Config fields read: ``data.{dataset, dir, num_frames, image_size, num_workers, augment, see_sampling}``,
-``train.{batch_size, normalize_on_device}``, ``eval.batch_size``, ``seed``.
+Config fields read: ``data.{dataset, dir, num_frames, image_size, image_width, num_workers, augment,
+see_sampling}``, ``train.{batch_size, normalize_on_device}``, ``eval.batch_size``, ``seed``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class _Spec:
 
     dataset: str
     num_frames: int
-    image_size: int
+    image_size: int  # H (the side of square frames)
     augment: bool
     event_mean: float | None = None
     event_std: float | None = None
@@ -67,10 +68,27 @@ def _spec(config, manifest: Mapping[str, Any], augment: bool) -> _Spec:
         raise ValueError(
             f"config.data.dataset={dataset!r} but {config.data.dir} holds {manifest.get('dataset')!r}"
         )
-    stored_size = manifest.get("preprocessing", {}).get("size")
-    if stored_size is not None and stored_size != config.data.image_size:
+    prep = manifest.get("preprocessing", {})
+    stored_size = prep.get("size")
+    height = int(config.data.image_size)
+    width = int(config.data.get("image_width", 0) or height)  # 0 / absent: square frames
+    if stored_size is not None:
+        # manifests of square builds (all DFEW ones, older SEE ones) record only the side
+        stored_hw = (int(prep.get("height") or stored_size), int(prep.get("width") or stored_size))
+        if height == width and stored_hw == (stored_size, stored_size) and stored_size != height:
+            raise ValueError(
+                f"config.data.image_size={config.data.image_size} but the shards hold {stored_size}px frames"
+            )
+        if stored_hw != (height, width):
+            raise ValueError(
+                f"config.data.image_size x image_width = {height} x {width} (0: square) but the shards hold "
+                f"{stored_hw[0]} x {stored_hw[1]} (H x W) frames; set --config.data.image_size="
+                f"{stored_hw[0]} --config.data.image_width={stored_hw[1] if stored_hw[0] != stored_hw[1] else 0}"
+            )
+    if augment and height != width:
         raise ValueError(
-            f"config.data.image_size={config.data.image_size} but the shards hold {stored_size}px frames"
+            f"config.data.augment needs square frames, but these are {height} x {width} (H x W); "
+            "set --config.data.augment=False (the authors' input path has no augmentation)"
         )
     norm = manifest.get("normalization", {}).get("event", {})
     see_sampling = str(config.data.get("see_sampling", "stride4"))

@@ -5,8 +5,9 @@ One example of each dataset (T / K frames, side S):
 - DFEW: ``frames`` (JPEG: ``(T,)`` bytes; raw: ``(T, S, S, 3)`` uint8), ``landmarks`` ``(T, 68, 2)``
   float32 in [0, 1] (absent with ``--landmarks none``), ``face_found`` ``(T,)`` bool, ``label``, ``id``;
   with ``--simulate-events`` also ``event`` ``(T, S, S, B)`` float16 voxel grids.
-- SEE / DSEE: ``rgb`` (JPEG ``(K,)`` bytes or ``(K, S, S, 3)`` uint8), ``event`` (event frames like
-  ``rgb``, or voxel grids ``(K, S, S, B)`` float16), ``label``, ``lighting``, ``id``, ``num_source_frames``.
+- SEE / DSEE: ``rgb`` (JPEG ``(K,)`` bytes or ``(K, H, W, 3)`` uint8), ``event`` (event frames like
+  ``rgb``, or voxel grids ``(K, H, W, B)`` float16), ``label``, ``lighting``, ``id``, ``num_source_frames``;
+  H = W = S unless built with ``--resize shorter`` (the aspect kept: 100 x 133 for SEE at ``--size 100``).
 
 Features are ``tfds.features.Tensor`` / ``ClassLabel`` only: they build and read without TensorFlow.
 """
@@ -34,18 +35,19 @@ def features(
     landmarks: bool = True,
     event: str | None = None,
     bins: int = 3,
+    hw: tuple[int, int] | None = None,
 ):
     """The ``tfds.features.FeaturesDict`` of a dataset. ``event``: None, ``"frames"`` (per-frame event
-    images, encoded like the RGB frames) or ``"voxel"`` (float16 grids with ``bins`` channels)."""
+    images, encoded like the RGB frames) or ``"voxel"`` (float16 grids with ``bins`` channels). Frames
+    are ``size x size``, or ``hw = (H, W)`` when given (non-square SEE frames)."""
     import tensorflow_datasets as tfds
 
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; use one of {ENCODINGS}")
+    h, w = (size, size) if hw is None else (int(hw[0]), int(hw[1]))
     T = tfds.features.Tensor
     frames = (
-        T(shape=(None,), dtype=np.object_)
-        if encoding == "jpeg"
-        else T(shape=(None, size, size, 3), dtype=np.uint8)
+        T(shape=(None,), dtype=np.object_) if encoding == "jpeg" else T(shape=(None, h, w, 3), dtype=np.uint8)
     )
     d = {"label": tfds.features.ClassLabel(names=list(class_names)), "id": T(shape=(), dtype=np.str_)}
     if dataset == "dfew":
@@ -60,14 +62,14 @@ def features(
     if event == "frames":
         d["event"] = frames
     elif event == "voxel":
-        d["event"] = T(shape=(None, size, size, bins), dtype=np.float16)
+        d["event"] = T(shape=(None, h, w, bins), dtype=np.float16)
     elif event is not None:
         raise ValueError(f"unknown event kind {event!r}")
     return tfds.features.FeaturesDict(d)
 
 
 def encode_frames(frames: np.ndarray, encoding: str) -> list[bytes] | np.ndarray:
-    """``(T, S, S, 3)`` uint8 RGB -> what the record stores (JPEG bytes per frame, or the array)."""
+    """``(T, H, W, 3)`` uint8 RGB -> what the record stores (JPEG bytes per frame, or the array)."""
     frames = np.asarray(frames, np.uint8)
     if encoding == "raw":
         return frames
@@ -84,7 +86,7 @@ def encode_frames(frames: np.ndarray, encoding: str) -> list[bytes] | np.ndarray
 
 
 def decode_frames(stored: np.ndarray, indices: Sequence[int] | None = None) -> np.ndarray:
-    """The stored frames (object array of JPEG bytes, or a uint8 array) -> ``(K, S, S, 3)`` uint8 RGB;
+    """The stored frames (object array of JPEG bytes, or a uint8 array) -> ``(K, H, W, 3)`` uint8 RGB;
     ``indices`` decodes only those frames (in that order, repeats allowed)."""
     arr = np.asarray(stored)
     if indices is None:

@@ -1,6 +1,6 @@
 """MCO-E Net (paper 2): RGB + event single-eye expression recognition.
 
-``rgb`` ``(B, m, S, S, 3)`` and ``event`` ``(B, m, S, S, C_ev)`` -> ResNet-18 per modality -> tokens ->
+``rgb`` ``(B, m, H, W, 3)`` and ``event`` ``(B, m, H, W, C_ev)`` -> ResNet-18 per modality -> tokens ->
 MCO-Mamba (MJOS bidirectional scans, :mod:`fer_jax.models.mco_mamba`) -> fusion (MCIB or addition) ->
 head (HCE-MoE of :mod:`fer_jax.models.hce_moe`, or a linear / MLP head for the ablations) -> 7 logits.
 
@@ -45,6 +45,7 @@ from fer_jax.models.resnet import resnet18
 HEADS = ("moe", "fc", "mlp")
 TOKENIZATIONS = ("spatial", "reference")
 FUSIONS = ("mcib", "add")
+DATA_KEYS = ("num_frames", "image_size", "image_width")  # MCOENetConfig fields that come from config.data
 
 
 def parse_modalities(spec: str) -> tuple[str, ...]:
@@ -104,7 +105,7 @@ class MoEConfig:
 class MCOENetConfig(ComputeConfig):
     """Every setting of MCO-E Net with its default (the fields of configs/see.py's ``config.model``).
 
-    ``num_frames`` (m) and ``image_size`` come from ``config.data`` (:func:`model_config`); the
+    ``num_frames`` (m), ``image_size`` and ``image_width`` come from ``config.data`` (:func:`model_config`); the
     ``*backbone_weights`` directories are never read by the model: the caller loads them into
     :func:`pretrained_targets` (``rgb_`` / ``event_backbone_weights`` override ``backbone_weights`` per
     branch; "" or "none" = random init).
@@ -115,7 +116,8 @@ class MCOENetConfig(ComputeConfig):
     modalities: str | tuple[str, ...] = "rgb+event"
     event_channels: int = 3  # B; SEE's event frames are 3-channel JPEGs
     num_frames: int = 2  # m, from config.data
-    image_size: int = 100  # from config.data
+    image_size: int = 100  # from config.data: H (the side of square frames)
+    image_width: int = 0  # from config.data: W; 0 = square (the authors' Resize(100): 100 x 133)
     tokenization: str = "spatial"  # spatial | reference
     token_width: int = 4  # reference tokenisation: 2000 logits -> 500 tokens of width 4
     backbone_classes: int = 1000  # reference tokenisation: logits per ResNet-18 (ImageNet's 1000)
@@ -146,6 +148,11 @@ class MCOENetConfig(ComputeConfig):
     # a converted mco_e_net_reference folder (python -m fer_jax.convert --arch mco_e_net_reference): the
     # WHOLE model starts from it (the authors' trained weights) instead of ImageNet backbones
     weights: str = ""
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        """``(H, W)`` of the input frames (``image_width`` 0: square)."""
+        return self.image_size, self.image_width or self.image_size
 
     def weights_for(self, modality: str) -> str:
         """The weights directory of one branch: its own setting, else ``backbone_weights``."""
@@ -190,8 +197,8 @@ class MCOENet(nnx.Module):
                 }
             )
             feat = 8 * backbone_width  # 512 for the torchvision ResNet-18
-            side = -(-cfg.image_size // 32)
-            self.num_tokens = cfg.num_frames * side * side
+            rows, cols = (-(-side // 32) for side in cfg.frame_hw)
+            self.num_tokens = cfg.num_frames * rows * cols
         else:
             logits = 2 * cfg.backbone_classes  # first + last frame
             if logits % token_width:
@@ -268,7 +275,7 @@ class MCOENet(nnx.Module):
 
     # ----------------------------------------------------------------------------------------------
     def tokens(self, m: str, x: jax.Array) -> jax.Array:
-        """One modality's frames ``(B, m, S, S, C)`` -> tokens ``(B, num_tokens, d_model)``."""
+        """One modality's frames ``(B, m, H, W, C)`` -> tokens ``(B, num_tokens, d_model)``."""
         b, t = x.shape[:2]
         if self.tokenization == "spatial":
             maps = self.backbones[m](x.reshape(b * t, *x.shape[2:]))  # (B*m, h, w, 512)
@@ -281,7 +288,7 @@ class MCOENet(nnx.Module):
         return self.token_proj[m](tok) if m in self.token_proj else tok
 
     def __call__(self, rgb: jax.Array, event: jax.Array) -> dict:
-        """``rgb`` ``(B, m, S, S, 3)``, ``event`` ``(B, m, S, S, C_ev)`` -> output dict (module docstring),
+        """``rgb`` ``(B, m, H, W, 3)``, ``event`` ``(B, m, H, W, C_ev)`` -> output dict (module docstring),
         computed in ``model.dtype`` (``fer_jax.models.compute.forward``)."""
         return forward(self, type(self)._forward, rgb, event)
 
@@ -312,10 +319,10 @@ class MCOENet(nnx.Module):
 
 
 def model_config(config) -> MCOENetConfig:
-    """``config.model`` (+ ``config.data.num_frames`` / ``image_size``) as an :class:`MCOENetConfig`;
+    """``config.model`` (+ ``config.data.num_frames`` / ``image_size`` / ``image_width``) as an :class:`MCOENetConfig`;
     ValueError naming an unknown or mistyped key (``model.moe.num_expert``)."""
     data = config.get("data") or {}
-    derived = {k: (f"data.{k}", data[k]) for k in ("num_frames", "image_size") if k in data}
+    derived = {k: (f"data.{k}", data[k]) for k in DATA_KEYS if k in data}
     return from_config_dict(MCOENetConfig, config.model, where="model", derived=derived)
 
 
@@ -349,7 +356,12 @@ def targets_for(model: MCOENet, cfg: MCOENetConfig) -> list[tuple[nnx.Module, st
 
 
 def input_spec(config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """``rgb`` ``(m, S, S, 3)`` and ``event`` ``(m, S, S, C_ev)`` float32, whatever the modalities."""
-    cfg = model_config(config)
-    m, s, c_ev = cfg.num_frames, cfg.image_size, cfg.event_channels
-    return {"rgb": ((m, s, s, 3), np.float32), "event": ((m, s, s, c_ev), np.float32)}
+    """``rgb`` ``(m, H, W, 3)`` and ``event`` ``(m, H, W, C_ev)`` float32, whatever the modalities
+    (H x W = ``data.image_size`` x ``data.image_width``; S x S when the width is 0)."""
+    return spec_of(model_config(config))
+
+
+def spec_of(cfg: MCOENetConfig) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """:func:`input_spec` of settings ``cfg``."""
+    (h, w), m, c_ev = cfg.frame_hw, cfg.num_frames, cfg.event_channels
+    return {"rgb": ((m, h, w, 3), np.float32), "event": ((m, h, w, c_ev), np.float32)}

@@ -86,9 +86,9 @@ def reference_config(**overrides: Any) -> mco_e_net.MCOENetConfig:
 
 
 def model_config(config) -> mco_e_net.MCOENetConfig:
-    """``config.model`` over :data:`REFERENCE` (+ ``data.num_frames`` / ``image_size``)."""
+    """``config.model`` over :data:`REFERENCE` (+ ``data.num_frames`` / ``image_size`` / ``image_width``)."""
     data = config.get("data") or {}
-    derived = {k: (f"data.{k}", data[k]) for k in ("num_frames", "image_size") if k in data}
+    derived = {k: (f"data.{k}", data[k]) for k in mco_e_net.DATA_KEYS if k in data}
     merged = _merge(REFERENCE, config.model)
     return from_config_dict(mco_e_net.MCOENetConfig, merged, where="model", derived=derived)
 
@@ -105,7 +105,6 @@ def pretrained_targets(model: mco_e_net.MCOENet, config) -> list:
 
 
 def input_spec(config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """``rgb`` ``(m, S, S, 3)`` and ``event`` ``(m, S, S, C_ev)`` float32."""
-    cfg = model_config(config)
-    m, s, c_ev = cfg.num_frames, cfg.image_size, cfg.event_channels
-    return {"rgb": ((m, s, s, 3), np.float32), "event": ((m, s, s, c_ev), np.float32)}
+    """``rgb`` ``(m, H, W, 3)`` and ``event`` ``(m, H, W, C_ev)`` float32 (configs/see_reference.py: the
+    authors' aspect-kept 100 x 133 frames; any H x W works: the tokens are globally pooled logits)."""
+    return mco_e_net.spec_of(model_config(config))

@@ -32,6 +32,7 @@ from fer_jax.preprocess.landmarks import (
     load_landmark_file,
     transform_points,
 )
+from fer_jax.preprocess.resize import RESIZE_MODES, resize_pil_bilinear, shorter_side_hw
 
 _DEFAULT_DETECTOR: FaceDetector | None = None
 
@@ -159,10 +160,24 @@ def simulate_voxels(prev: np.ndarray, cur: np.ndarray, bins: int, *, fps: float 
     return np.moveaxis(grid, 0, -1)
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
+def _resize(img: np.ndarray, size: int, hw: tuple[int, int] | None = None) -> np.ndarray:
+    """``hw`` None: squashed to ``size x size`` by cv2 (area when shrinking); else ``(H, W)`` by PIL's
+    bilinear, as the authors' ``transforms.Resize`` (fer_jax.preprocess.resize)."""
+    if hw is not None:
+        return resize_pil_bilinear(img, hw)
     interp = cv2.INTER_AREA if min(img.shape[:2]) > size else cv2.INTER_LINEAR
     out = cv2.resize(img, (size, size), interpolation=interp)
     return out if out.ndim == img.ndim else out[..., None]
+
+
+def eye_frame_hw(resize: str, size: int, frame_hw: tuple[int, int]) -> tuple[int, int] | None:
+    """The ``(H, W)`` a SEE frame of ``frame_hw`` is resized to: None for ``"square"`` (``size x size``,
+    cv2), the shorter side = ``size`` with the aspect kept for ``"shorter"`` (torchvision's rule)."""
+    if resize == "square":
+        return None
+    if resize == "shorter":
+        return shorter_side_hw(int(frame_hw[0]), int(frame_hw[1]), size)
+    raise ValueError(f"unknown resize mode {resize!r}; use one of {RESIZE_MODES}")
 
 
 def prepare_eye_clip(
@@ -173,22 +188,26 @@ def prepare_eye_clip(
     num_frames: int = 16,
     sample_mode: str = "uniform",
     rng: np.random.Generator | None = None,
+    hw: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """One SEE/DSEE sequence -> ``num_frames`` frames of each modality resized to ``size`` (the public
     loaders resize the whole 346x260 frame, no crop; the eye already fills it).
 
+    ``hw`` None: both modalities squashed to ``S x S`` = ``size x size`` (cv2); ``hw = (H, W)``: resized
+    to it with PIL's bilinear (the authors' aspect-preserving ``Resize``: ``eye_frame_hw``).
     ``event_frames`` are SEE's JPEG event frames (or any per-frame event rendering ``(H, W, C)``) or None.
     When the two modalities have different lengths the shorter one decides (frame k pairs with event k).
-    ``num_frames=0`` keeps every frame. Returns ``rgb`` ``(K, S, S, 3)`` uint8, ``event`` ``(K, S, S, C)``
+    ``num_frames=0`` keeps every frame. Returns ``rgb`` ``(K, H, W, 3)`` uint8, ``event`` ``(K, H, W, C)``
     (same dtype as given; absent when None), ``indices`` ``(K,)`` into the sequence.
     """
     n = len(rgb_frames) if event_frames is None else min(len(rgb_frames), len(event_frames))
     if n == 0:
         raise ValueError("empty sequence")
     idx = np.arange(n) if num_frames == 0 else sample_indices(n, num_frames, mode=sample_mode, rng=rng)
-    out = {"rgb": np.stack([_resize(rgb_frames[i], size) for i in idx]).astype(np.uint8), "indices": idx}
+    rgb = np.stack([_resize(rgb_frames[i], size, hw) for i in idx]).astype(np.uint8)
+    out = {"rgb": rgb, "indices": idx}
     if event_frames is not None:
-        out["event"] = np.stack([_resize(np.asarray(event_frames[i]), size) for i in idx])
+        out["event"] = np.stack([_resize(np.asarray(event_frames[i]), size, hw) for i in idx])
     return out
 
 
@@ -201,10 +220,11 @@ def event_voxel_clip(
     height: int,
     width: int,
     size: int,
+    hw: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Voxel grids ``(K, size, size, bins)`` float32 of the events in the interval that ends at each kept
     frame's time (``(t[i-1], t[i]]``; the first frame uses the same length before it), computed at the
-    sensor resolution and resized to ``size``."""
+    sensor resolution and resized to ``size`` (``hw``: to ``(H, W)`` by PIL's bilinear, ``(K, H, W, bins)``)."""
     t = np.asarray(frame_times, np.float64)
     if t.ndim != 1 or len(t) < 1 or not np.all(np.isfinite(t)):
         raise ValueError("frame times must be a finite 1-d array")
@@ -220,7 +240,7 @@ def event_voxel_clip(
         g = ev.events_to_voxel_grid(
             events, num_bins=bins, height=height, width=width, t_start=t_start, t_end=t_end
         )
-        grids.append(_resize(np.moveaxis(g, 0, -1), size))
+        grids.append(_resize(np.moveaxis(g, 0, -1), size, hw))
     return np.stack(grids).astype(np.float32)
 
 
@@ -277,7 +297,11 @@ def is_dlib(landmarks: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class EyeRecordSettings:
     """How a SEE / DSEE sequence becomes a record. ``frames``: K stored (0: all); ``events``: ``frames``
-    (JPEG event frames) or ``raw`` (voxel grids of ``bins`` channels from an event stream)."""
+    (JPEG event frames) or ``raw`` (voxel grids of ``bins`` channels from an event stream).
+
+    ``resize``: ``"square"`` (``size x size``, cv2) or ``"shorter"`` (the authors' ``Resize(size)``: the
+    shorter side = ``size``, aspect kept, PIL bilinear); ``height`` x ``width``: the stored frames'
+    shape the build fixed from its first sequence (0: not fixed yet; ``size`` for square builds)."""
 
     frames: int = 16
     size: int = 100
@@ -285,6 +309,9 @@ class EyeRecordSettings:
     events: str = "frames"
     bins: int = 3
     fps: float = SEE_FPS
+    resize: str = "square"
+    height: int = 0
+    width: int = 0
 
     @classmethod
     def from_manifest(cls, prep: Mapping[str, Any]) -> EyeRecordSettings:
@@ -430,6 +457,17 @@ def make_face_record(
     return record
 
 
+def _eye_hw(rgb: Sequence[np.ndarray], settings: EyeRecordSettings) -> tuple[int, int] | None:
+    """``(H, W)`` of a record's frames (None: square, cv2): the build's fixed shape, so that every record
+    of a build has one; without one, from the first frame (read only then: predict holds only the kept
+    frames of a sequence)."""
+    if settings.resize == "square":
+        return None
+    if settings.height and settings.width:
+        return settings.height, settings.width
+    return eye_frame_hw(settings.resize, settings.size, np.shape(rgb[0])[:2]) if len(rgb) else None
+
+
 def make_eye_record(
     rgb: Sequence[np.ndarray],
     event: Sequence[np.ndarray] | RawEvents,
@@ -444,7 +482,8 @@ def make_eye_record(
 
     ``event``: the sequence's event frames ``[(H, W, C), ...]`` (stored encoded like the RGB frames) or a
     ``RawEvents`` stream (stored as ``(K, S, S, bins)`` float16 voxel grids of the interval ending at each
-    kept frame). ``stats`` receives the float32 voxel sums of the build's event normalisation.
+    kept frame). ``stats`` receives the float32 voxel sums of the build's event normalisation. Frames are
+    ``S x S`` (``settings.resize == "square"``) or ``settings.height x width`` (``--resize shorter``).
 
     Returns ``{"rgb": encoded (K,) frames, "event", "label", "lighting", "id", "num_source_frames"}``.
     """
@@ -453,9 +492,10 @@ def make_eye_record(
     if isinstance(event, RawEvents):
         if len(event.frame_times) != len(rgb):
             raise ValueError(f"{len(event.frame_times)} frame times for {len(rgb)} frames")
-        out = prepare_eye_clip(rgb, None, size=settings.size, num_frames=settings.frames)
+        hw = _eye_hw(rgb, settings)
+        out = prepare_eye_clip(rgb, None, size=settings.size, num_frames=settings.frames, hw=hw)
         grids = event_voxel_clip(event.events, event.frame_times, out["indices"], bins=settings.bins,
-                                 height=event.height, width=event.width, size=settings.size)  # fmt: skip
+                                 height=event.height, width=event.width, size=settings.size, hw=hw)  # fmt: skip
         stored_event = grids.astype(np.float16)
         if stats is not None:
             stats.update(
@@ -464,7 +504,8 @@ def make_eye_record(
                 ev_n=grids.size,
             )
     else:
-        out = prepare_eye_clip(rgb, event, size=settings.size, num_frames=settings.frames)
+        hw = _eye_hw(rgb, settings)
+        out = prepare_eye_clip(rgb, event, size=settings.size, num_frames=settings.frames, hw=hw)
         stored_event = encode_frames(out["event"], settings.encoding)
     return {
         "rgb": encode_frames(out["rgb"], settings.encoding),
@@ -483,6 +524,7 @@ __all__ = [
     "RawEvents",
     "default_detector",
     "event_voxel_clip",
+    "eye_frame_hw",
     "face_landmarks",
     "is_dlib",
     "lbf_landmarks",
