@@ -127,9 +127,26 @@ def measure_jax(arch: str, size: int, batch: int, iters: int, warmup: int) -> di
     }
 
 
+def _import_torchvision():
+    """torchvision, also where its compiled operators cannot load (a CUDA torchvision wheel beside a CPU
+    torch, as a package mirror without the CPU index serves them): the classification models never call
+    those operators, so their fake-tensor registrations are skipped instead of failing the import."""
+    import torch
+
+    try:
+        import torchvision
+    except RuntimeError:
+        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+            del sys.modules[name]
+        torch.library.register_fake = lambda *a, **k: lambda f: f
+        import torchvision
+    return torchvision
+
+
 def measure_torch(arch: str, size: int, batch: int, iters: int, warmup: int, threads: int) -> dict:
     import torch
-    import torchvision
+
+    torchvision = _import_torchvision()
 
     torch.set_num_threads(threads)
     model = getattr(torchvision.models, arch)(weights=None).eval()
