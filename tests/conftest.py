@@ -102,9 +102,11 @@ def module_compile_cache(tmp_path_factory):
 
 # The longest test files first: with `pytest -n 2 --dist loadfile` (CI) a long file that starts last
 # runs alone at the end. Measured on 2 cores (s): notebooks 300, mambafer 90, predict parity 120,
-# train_smoke 70, model_config 60, baselines 45, efficientnet_v2 60, train_distributed 70.
-_LONG_FIRST = ("test_notebooks.py", "test_predict_parity.py", "test_mambafer.py", "test_train_distributed.py",
-               "test_train_smoke.py", "test_efficientnet_v2.py", "test_model_config.py", "test_baselines.py")  # fmt: skip
+# train_smoke 70, model_config 60, baselines 45, efficientnet_v2 60, train_distributed 70, multihost 175-255
+# (loaded machine).
+_LONG_FIRST = ("test_notebooks.py", "test_multihost.py", "test_predict_parity.py", "test_mambafer.py",
+               "test_train_distributed.py", "test_train_smoke.py", "test_efficientnet_v2.py",
+               "test_model_config.py", "test_baselines.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,7 +6,9 @@ would send it into the save while the others enter the next step's all-reduce, a
 forever. :class:`StopAgreement` makes the decision collective: at every ``train.stop_check_every_steps``-th
 step boundary each process contributes its flag (the signal number, 0 for none) to a jitted max over the
 ``('data',)`` mesh, and all processes act on the same agreed value, so they save the same step and exit
-with the same status. One process needs no agreement: its own flag decides at once.
+with the same status. One process needs no agreement: its own flag decides at once. (jax 0.10.2's
+``multihost_utils.reached_preemption_sync_point`` sees only the SIGTERM that JAX's own preemption notifier
+catches, not SIGINT, and ``process_allgather`` would block every check on the step just dispatched.)
 """
 
 from __future__ import annotations
