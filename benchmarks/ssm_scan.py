@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-ALL_METHODS = ("sequential", "chunked", "associative")
+ALL_METHODS = ("sequential", "chunked", "associative", "state_passing")
 
 
 def _median_time(fn, repeats: int) -> float:

@@ -10,7 +10,7 @@ The scan is the numerical core both papers share. It follows the public ``select
 with u, delta, z ``(batch, length, d)``, A ``(d, n)``, B, C ``(batch, length, n)``, D ``(d,)``. The
 arithmetic runs in float32 whatever the input dtype and the result is cast back to ``u.dtype``.
 
-Three ways to evaluate the same recurrence (``method``):
+Four ways to evaluate the same recurrence (``method``):
 
 - ``"sequential"``: ``lax.scan`` over time; each step reads O(d + n) inputs and keeps the
   ``(batch, d, n)`` state in cache, so nothing of size ``(length, d, n)`` exists in the forward pass.
@@ -21,6 +21,10 @@ Three ways to evaluate the same recurrence (``method``):
 - ``"chunked"``: associative inside chunks of ``chunk_size`` tokens, ``lax.scan`` carrying the state
   across chunks; peak memory is ``(batch, chunk, d, n)`` and the chunk body is rematerialised in the
   backward pass so training memory is bounded by the chunk too (plus one state per chunk).
+- ``"state_passing"``: all chunks of ``chunk_size`` tokens scanned at once from zero (the sequential
+  core with chunks in the batch axis: chunk_size + num_chunks loop steps instead of length), chunk-end
+  states passed along, and the entering state's share of each output added densely from cumulative
+  log-decays (``exp`` of cumulative sums of non-negative terms times A: never above 1).
 - ``"auto"``: the fastest of these on the current backend (measured by ``benchmarks/ssm_scan.py``).
 
 Blocks:
@@ -47,8 +51,8 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-Method = Literal["auto", "associative", "sequential", "chunked"]
-METHODS: tuple[str, ...] = ("associative", "sequential", "chunked")
+Method = Literal["auto", "associative", "sequential", "chunked", "state_passing"]
+METHODS: tuple[str, ...] = ("associative", "sequential", "chunked", "state_passing")
 
 # Fastest method per backend, from benchmarks/ssm_scan.py (docs/bench/ssm_scan.md). On CPU the per-step
 # loop wins: it touches O(d + n) memory per token while the associative scans stream (length, d, n)
@@ -60,6 +64,8 @@ SEQUENTIAL_UNROLL = 1
 # Tokens per block of the sequential method: its backward pass keeps one state per block and
 # recomputes the states of one block at a time (bounds training memory).
 SEQUENTIAL_BLOCK = 128
+# The same for the in-chunk loop of "state_passing" (its batch is num_chunks times larger).
+STATE_PASSING_BLOCK = 128
 
 
 class SSMParam(nnx.Param):
@@ -260,6 +266,61 @@ def _scan_chunked(delta, u, A, B, C, x0, reverse: bool, chunk_size: int):
     return y, last
 
 
+def _scan_state_passing(delta, u, A, B, C, x0, reverse: bool, chunk_size: int):
+    """Chunks scanned all at once from zero, chunk-end states passed along, a dense correction added.
+
+    With chunks of L tokens and S_t = sum_{s<=t in the chunk} delta_s (a cumulative sum of
+    non-negative terms when delta >= 0, so ``exp(S_t A) <= 1``: no exp of a large positive number and no
+    difference of cumulative sums):
+
+    1. one ``lax.scan`` over the L positions of a chunk, all chunks at once (chunks in the batch axis),
+       each from a zero state: outputs ``y0_t`` and each chunk's end state ``h_c`` (the sequential core
+       with its hand-written backward pass);
+    2. a ``lax.scan`` over the num_chunks chunk boundaries: ``H_c = exp(S_L A) H_{c-1} + h_c``, the
+       state entering each chunk;
+    3. the entering state's share of each output, dense (fused elementwise work and a sum over n):
+       ``y_t = y0_t + sum_n exp(S_t A) H_{c-1} C_t``, because the recurrence is linear in the state.
+
+    The per-token loop (``"sequential"``) pays a fixed cost per step; here L + num_chunks steps replace
+    ``length`` of them, each step doing num_chunks times more vectorised work. Work is about twice the
+    sequential scan's (step 3's exps). Same contract as the other methods; ``reverse`` scans the
+    flipped sequence.
+    """
+    if reverse:
+        flip = functools.partial(jnp.flip, axis=1)
+        y, last = _scan_state_passing(flip(delta), flip(u), A, flip(B), flip(C), x0, False, chunk_size)
+        return flip(y), last
+    b, length, d = u.shape
+    n = A.shape[1]
+    chunk = max(1, min(chunk_size, length))
+    num_chunks = -(-length // chunk)
+    pad = num_chunks * chunk - length
+    if pad:
+        # delta = 0 pads at the end are identity steps; their outputs are sliced off below
+        delta, u, B, C = (jnp.pad(t, ((0, 0), (0, pad), (0, 0))) for t in (delta, u, B, C))
+
+    def to_chunks(t):  # (b, L, k) -> (chunk, num_chunks * b, k): position in the chunk leads (scan axis)
+        t = jnp.transpose(t.reshape(b, num_chunks, chunk, t.shape[-1]), (2, 1, 0, 3))
+        return t.reshape(chunk, num_chunks * b, t.shape[-1])
+
+    dt, uc, bc, cc = (to_chunks(t) for t in (delta, u, B, C))
+    zero = jnp.zeros((num_chunks * b, d, n), jnp.float32)
+    block = max(1, min(STATE_PASSING_BLOCK, chunk))
+    y0, ends = _seq_core(dt, uc, A, bc, cc, zero, False, block)  # (chunk, nc * b, d), (nc * b, d, n)
+    cum = jnp.cumsum(dt, axis=0)  # S_t: (chunk, nc * b, d)
+
+    def pass_state(x, inp):
+        a, h = inp
+        return a * x + h, x  # carry the state out of the chunk; emit the one entering it
+
+    decay = jnp.exp(cum[-1][..., None] * A).reshape(num_chunks, b, d, n)
+    last, starts = lax.scan(pass_state, x0, (decay, ends.reshape(num_chunks, b, d, n)))
+    starts = starts.reshape(num_chunks * b, d, n)
+    y = y0 + jnp.sum(jnp.exp(cum[..., None] * A) * starts * cc[:, :, None, :], axis=-1)
+    y = jnp.transpose(y.reshape(chunk, num_chunks, b, d), (2, 1, 0, 3)).reshape(b, num_chunks * chunk, d)
+    return y[:, :length], last
+
+
 def selective_scan_with_state(
     u: jax.Array,
     delta: jax.Array,
@@ -287,8 +348,8 @@ def selective_scan_with_state(
       delta_softplus: apply softplus to delta (after the bias).
       reverse: scan from the last token to the first (the backward branch of a bidirectional block);
         equals ``flip(scan(flip(inputs)))``.
-      method: "associative" | "sequential" | "chunked" | "auto".
-      chunk_size: tokens per chunk for "chunked" (need not divide the length).
+      method: "associative" | "sequential" | "chunked" | "state_passing" | "auto".
+      chunk_size: tokens per chunk for "chunked" and "state_passing" (need not divide the length).
       initial_state: ``(batch, d, n)`` state before the first token in scan order (zeros if None).
 
     Returns:
@@ -312,8 +373,10 @@ def selective_scan_with_state(
         y, last = _scan_sequential(delta, u, A, B, C, x0, reverse)
     elif method == "associative":
         y, last = _scan_associative(delta, u, A, B, C, x0, reverse)
-    else:
+    elif method == "chunked":
         y, last = _scan_chunked(delta, u, A, B, C, x0, reverse, chunk_size)
+    else:
+        y, last = _scan_state_passing(delta, u, A, B, C, x0, reverse, chunk_size)
     if D is not None:
         y = y + u * jnp.asarray(D, f32)
     if z is not None:
