@@ -19,6 +19,7 @@ from fer_jax.models import mco_mamba, registry
 
 def measure(c, label):
     c.data.image_size = 64
+    c.data.image_width = 0  # square, as measured (see_reference's default is 100 x 133)
     model = registry.build(c, rngs=nnx.Rngs(0))
     model.eval()
     rng = np.random.default_rng(0)

@@ -25,10 +25,16 @@ weights: ``python -m fer_jax.convert --arch mco_e_net_reference --weights save_N
 starts this run from them (add ``--config.train.num_steps=0 --config.train.num_epochs=0`` for a zero-step
 run that only evaluates and saves them, so ``fer_jax.evaluate`` / ``predict`` score their model as released). Inputs as their
 loader picks them (``data.see_sampling = "authors"``, fer_jax.data.see_sampling) from shards that keep
-every frame (``python -m data_prep.build --dataset see --frames 0``); their aspect-preserving
-``Resize(100)`` is not reproduced (the shards hold square 100 px frames).
+every frame, at their geometry: ``transforms.Resize(100)`` keeps the aspect (shorter side 100, PIL
+bilinear: 346x260 -> 133x100), so the frames are H x W = 100 x 133 (``data.image_size`` x
+``data.image_width``) from shards built with
+``python -m data_prep.build --dataset see --frames 0 --size 100 --resize shorter``. The square form stays
+a switch: ``--config.data.image_width=0`` on shards built without ``--resize shorter`` (100 x 100, OpenCV
+area resize). Either way the frames are stored re-encoded as JPEG (``--encoding raw`` keeps the resized
+pixels exactly; docs/design_decisions.md names the storage cost).
 
-Trained end to end at demo size (2026-11-28, 2-core CPU): on the demo's synthetic SEE shards with
+Trained end to end at demo size (2026-11-28, 2-core CPU, before the aspect-kept default: square frames,
+today add ``--config.data.image_width=0``): on the demo's synthetic SEE shards with
 ``--config.data.image_size=80 --config.model.backbone_width=16 --config.train.batch_size=16
 --config.train.num_steps=300`` then ``python -m fer_jax.evaluate --passes 5``: UAR 0.612 (normal 67.1,
 overexposed 66.7, low 53.3, HDR 57.6 %); the paper variant at the same size and steps without
@@ -67,6 +73,9 @@ def get_config():
     # frames apart); needs every raw frame in the shards: data_prep.build --dataset see --frames 0
     c.data.see_sampling = "authors"
     c.data.stored_frames = 0
+    # their Resize(100) keeps the aspect: 346x260 -> 133x100 (data_prep.build --resize shorter);
+    # 0 = the square 100 px frames of a plain build
+    c.data.image_width = 133
     c.eval.checkpoint = "latest"  # their protocol scores the last epoch, not the best-on-test
     c.train.num_epochs = 100
     c.optim.schedule = "step"

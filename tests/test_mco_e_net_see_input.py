@@ -26,6 +26,7 @@ def _manifest(frames: int) -> dict:
 def _config(base=see_reference):
     c = base.get_config()
     c.data.image_size = SIZE
+    c.data.image_width = 0  # square frames (see_reference's default is the authors' 100 x 133)
     c.data.dir = "/shards/see"
     c.train.normalize_on_device = False  # normalised frames, as _read_rgb_index reads them back
     return c
