@@ -154,6 +154,10 @@ def _fmt_us_tok(seconds, tokens):
     return "-" if seconds is None else f"{seconds / tokens * 1e6:.3f}"
 
 
+def _fmt_ratio(seconds, ref_seconds):
+    return "-" if seconds is None or ref_seconds is None else f"{seconds / ref_seconds:.2f}x"
+
+
 def _fmt_mb(nbytes):
     return f"{nbytes / 2**20:.1f}"
 
@@ -220,27 +224,21 @@ def main(argv=None) -> int:
     print(
         f"selective_scan benchmark: batch={args.batch} d={args.d} n={args.n} chunk={args.chunk_size} "
         f"repeats={args.repeats} backend={jax.default_backend()} devices={jax.device_count()} "
-        f"cpu_count={os.cpu_count()} max_gb={args.max_gb}"
+        f"cpu_count={os.cpu_count()} max_gb={args.max_gb} "
+        # timings on a shared machine mean little without the load they were taken under
+        f"load={' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     header = "| method | length | fwd ms | fwd us/token | fwd+bwd ms | fwd+bwd us/token | fwd temp MB | fwd+bwd temp MB |"
+    if args.torch_pscan:
+        header += " fwd / pscan | fwd+bwd / pscan |"
     print(header)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * header.count(" |"))
     for length in args.lengths:
         tokens = args.batch * length
-        for method in args.methods:
-            r = bench_jax(
-                method, args.batch, length, args.d, args.n, args.chunk_size, args.repeats, args.max_gb
-            )
-            if args.no_backward:
-                r["fwdbwd"] = None
-            print(
-                f"| {method} | {length} | {_fmt_ms(r['fwd'])} | {_fmt_us_tok(r['fwd'], tokens)} | "
-                f"{_fmt_ms(r['fwdbwd'])} | {_fmt_us_tok(r['fwdbwd'], tokens)} | "
-                f"{_fmt_mb(r['fwd_temp'])} | {_fmt_mb(r['fwdbwd_temp'])} |",
-                flush=True,
-            )
+        ref = None
         if args.torch_pscan:
-            r = bench_torch(
+            # torch first, so that each JAX row can print its ratio to pscan's time (the target)
+            ref = bench_torch(
                 args.torch_python,
                 args.torch_pscan,
                 args.threads,
@@ -252,14 +250,28 @@ def main(argv=None) -> int:
                 max_gb=args.max_gb,
             )
             if args.no_backward:
-                r["fwdbwd"] = None
+                ref["fwdbwd"] = None
             print(
-                f"| torch pscan ({args.threads} threads) | {length} | {_fmt_ms(r['fwd'])} | "
-                f"{_fmt_us_tok(r['fwd'], tokens)} | {_fmt_ms(r['fwdbwd'])} | "
-                f"{_fmt_us_tok(r['fwdbwd'], tokens)} | ~{_fmt_mb(r['fwd_est'])} (est.) | "
-                f"~{_fmt_mb(r['fwdbwd_est'])} (est.) |",
+                f"| torch pscan ({args.threads} threads) | {length} | {_fmt_ms(ref['fwd'])} | "
+                f"{_fmt_us_tok(ref['fwd'], tokens)} | {_fmt_ms(ref['fwdbwd'])} | "
+                f"{_fmt_us_tok(ref['fwdbwd'], tokens)} | ~{_fmt_mb(ref['fwd_est'])} (est.) | "
+                f"~{_fmt_mb(ref['fwdbwd_est'])} (est.) | 1 | 1 |",
                 flush=True,
             )
+        for method in args.methods:
+            r = bench_jax(
+                method, args.batch, length, args.d, args.n, args.chunk_size, args.repeats, args.max_gb
+            )
+            if args.no_backward:
+                r["fwdbwd"] = None
+            row = (
+                f"| {method} | {length} | {_fmt_ms(r['fwd'])} | {_fmt_us_tok(r['fwd'], tokens)} | "
+                f"{_fmt_ms(r['fwdbwd'])} | {_fmt_us_tok(r['fwdbwd'], tokens)} | "
+                f"{_fmt_mb(r['fwd_temp'])} | {_fmt_mb(r['fwdbwd_temp'])} |"
+            )
+            if ref is not None:
+                row += f" {_fmt_ratio(r['fwd'], ref['fwd'])} | {_fmt_ratio(r['fwdbwd'], ref['fwdbwd'])} |"
+            print(row, flush=True)
     return 0
 
 
