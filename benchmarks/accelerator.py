@@ -18,7 +18,8 @@ Sections:
   sample beside the paper's 2.3 ms (RTX 2080 Ti).
 - **pipeline**: clips/s of the training input pipeline (``benchmarks/data.py``'s helpers, augmentation on)
   with 0 / 2 / 4 grain workers, beside what MambaFER's float32 step consumes at the same T and S.
-- **scan**: ``selective_scan`` forward + backward per method (``benchmarks/ssm_scan.bench_jax``).
+- **scan**: ``selective_scan`` forward + backward per method of ``ssm_scan.ALL_METHODS`` (sequential, chunked,
+  associative, state_passing; chunk 256) (``benchmarks/ssm_scan.bench_jax``).
 
 Scales: ``paper`` (the default on GPU / TPU) uses the sizes above (MambaFER batch 32, MCO-E Net batch 64);
 ``cpu`` (the default on CPU, meant for a few minutes on 2 quiet cores) keeps the architectures' kinds but

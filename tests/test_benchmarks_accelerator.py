@@ -118,7 +118,7 @@ def test_bad_flags_fail_in_one_line(argv, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.slow  # 47 s on the 2 shared cores (a synthetic shard build, grain, 6 scan compiles)
+@pytest.mark.slow  # 47 s on the 2 shared cores (a synthetic shard build, grain, 8 scan compiles)
 def test_pipeline_is_set_beside_the_steps_consumption_and_scan_rows_run(tmp_path, capsys, monkeypatch):
     _tiny_configs(monkeypatch)
     out = tmp_path / "acc.md"
@@ -132,7 +132,7 @@ def test_pipeline_is_set_beside_the_steps_consumption_and_scan_rows_run(tmp_path
     assert pipe["clips_s"] > 0 and pipe["step_clips_s"] == step["clips_s"]
     assert pipe["ratio"] == pytest.approx(pipe["clips_s"] / step["clips_s"])
     assert [(r["method"], r["length"]) for r in data["scan"]] == [
-        (m, 16) for m in ("sequential", "chunked", "associative")
+        (m, 16) for m in ("sequential", "chunked", "associative", "state_passing")
     ]
     assert all(r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 and not r["note"] for r in data["scan"])
     text = out.read_text()
