@@ -31,6 +31,7 @@ PARENTS = {
     "see_reference": "see",
     "demo_see": "see",
     "demo_see_rgb": "demo_see",
+    "demo_see_reference": "see_reference",
 }
 
 
