@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
+from fer_jax.paths import as_path, is_remote
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -83,7 +85,7 @@ def checkpoint_arg(text: str) -> str:
 def read_json(path: str | os.PathLike, what: str = "", *, kind: type = dict) -> Any:
     """The JSON in ``path`` as a ``kind`` (dict by default); ``ValueError`` naming the file when it is
     missing, not UTF-8, not JSON or of another kind (a truncated or hand-edited file is one line)."""
-    path = Path(path)
+    path = as_path(path) if is_remote(path) else Path(path)  # gs:// through etils.epath
     name = f"{what} {path}" if what else str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -102,7 +104,13 @@ def read_json(path: str | os.PathLike, what: str = "", *, kind: type = dict) -> 
 
 def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Refuses (``ValueError``, one line) an output folder that is a file or lies below a file, before any
-    work is done (an evaluation that fails at its last write has lost its compute). Creates nothing."""
+    work is done (an evaluation that fails at its last write has lost its compute). Creates nothing.
+    A remote folder (``gs://``) is returned as an ``epath.Path``, checked only for being a file."""
+    if is_remote(path):
+        path = as_path(path)
+        if path.is_file():
+            raise ValueError(f"{flag} {path} is a file; give a folder")
+        return path
     path = Path(path)
     for p in (path, *path.parents):
         if p.exists():
@@ -115,7 +123,7 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
 
 def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Refuses (``ValueError``, one line) an output file path that is a folder or lies below a file."""
-    path = Path(path)
+    path = as_path(path) if is_remote(path) else Path(path)
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder; give a file path such as {path / 'report.md'}")
     for p in path.parents:
@@ -128,7 +136,11 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     """Writes ``path`` through a temporary file in its folder and a rename: an interrupted write leaves
-    the old file (or none), never half of the new one."""
+    the old file (or none), never half of the new one. A remote object (``gs://``) is uploaded whole,
+    which is atomic already."""
+    if is_remote(path):
+        as_path(path).write_bytes(data.encode() if isinstance(data, str) else data)
+        return
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

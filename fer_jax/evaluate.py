@@ -39,6 +39,7 @@ from fer_jax.cli import (
     one_line,
     write_atomic,
 )
+from fer_jax.paths import as_path
 from fer_jax.training import evaluation
 from fer_jax.training import figures as fig_lib
 from fer_jax.training.data import DataSource
@@ -63,7 +64,7 @@ def evaluate(
     for name, value in (("batch_size", batch_size), ("passes", passes)):
         if value is not None and int(value) < 1:  # 0 must not silently mean "the config's value"
             raise ValueError(f"{name} must be >= 1, got {value}")
-    workdir = Path(workdir)
+    workdir = as_path(workdir)  # gs:// stays remote
     if out_dir is not None:  # refused before the evaluation, not after it (its compute would be lost)
         check_output_dir(out_dir)
     if checkpoint is None:
@@ -75,7 +76,7 @@ def evaluate(
     config = run.config
     split = split or config.data.eval_split
     passes = int(passes or config.eval.get("passes", 1))
-    out = Path(out_dir) if out_dir else workdir / "eval" / f"{split}-{checkpoint}"
+    out = as_path(out_dir) if out_dir else workdir / "eval" / f"{split}-{checkpoint}"
     check_output_dir(out)
     metrics, outputs = run.evaluate(split, passes, batch_size=batch_size)
     metrics = {"checkpoint_step": run.step, "split": split, **metrics}

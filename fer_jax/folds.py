@@ -26,13 +26,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fer_jax.cli import EXIT_USAGE, Parser, input_error, interrupted
+from fer_jax.paths import LocalStage, as_path
 
 # runs ``python -m argv[0] argv[1:]`` writing its output to the log file; returns the exit status
 CommandRunner = Callable[[list[str], Path], int]
 
 
 def fold_workdir(workdir: str | Path, fold: int) -> Path:
-    return Path(workdir) / f"fold{int(fold)}"
+    return as_path(workdir) / f"fold{int(fold)}"  # gs:// stays remote
 
 
 def metrics_path(workdir: str | Path, fold: int, checkpoint: str = "best") -> Path:
@@ -43,8 +44,18 @@ def metrics_path(workdir: str | Path, fold: int, checkpoint: str = "best") -> Pa
 
 
 def subprocess_runner(argv: list[str], log: Path) -> int:
-    """``python -m`` in a child process; its output goes to the terminal and is appended to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    """``python -m`` in a child process; its output goes to the terminal and is appended to ``log`` (a
+    remote ``log`` is appended to locally and copied when the command ends: GCS objects cannot be appended)."""
+    stage = LocalStage(log.parent, "folds_log")  # log.parent itself when local
+    stage.pull(log.name)
+    stage.local.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_logged(argv, stage.local / log.name)
+    finally:
+        stage.sync()
+
+
+def _run_logged(argv: list[str], log: Path) -> int:
     with open(log, "a") as f:
         f.write(f"\n$ python -m {' '.join(argv)}  # {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
         f.flush()
@@ -114,7 +125,7 @@ def run_folds(
             print(f"error: fold {k}: evaluation failed with status {rc}", file=sys.stderr)
             return rc, None
     runs = {k: fold_workdir(workdir, k) for k in folds}
-    summary = build_fold_report(runs, out=Path(workdir) / "report.md", checkpoint=checkpoint)
+    summary = build_fold_report(runs, out=as_path(workdir) / "report.md", checkpoint=checkpoint)
     return 0, summary
 
 
@@ -157,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         from fer_jax.report import format_fold_summary
 
         print(format_fold_summary(summary))
-        print(f"wrote {Path(args.workdir) / 'report.md'} and {Path(args.workdir) / 'summary.json'}")
+        out = as_path(args.workdir)
+        print(f"wrote {out / 'report.md'} and {out / 'summary.json'}")
     return rc
 
 

@@ -155,3 +155,15 @@ def savefig(fig, path: str | os.PathLike, **kwargs) -> Path | epath.Path:
     else:
         fig.savefig(path, **kwargs)
     return path
+
+
+def path_of(path: str | os.PathLike) -> Path | epath.Path:
+    """``path`` as a path object without making a local one absolute (for paths echoed back to the user
+    as given): ``epath.Path`` for a URI, else ``pathlib.Path``."""
+    return epath.Path(os.fspath(path)) if is_remote(path) else Path(path)
+
+
+def files_under(top: Path | epath.Path) -> list[Path | epath.Path]:
+    """Every file below ``top``, at any depth (``rglob`` for remote folders too: epath refuses ``**``
+    globs on GCS)."""
+    return [top.joinpath(*rel, name) for rel, files in _walk(top) for name in files]

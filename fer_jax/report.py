@@ -36,6 +36,7 @@ from fer_jax.cli import (
     read_json,
     write_atomic,
 )
+from fer_jax.paths import files_under, path_of
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ def machine_description() -> str:
 
 def _figures(workdir: Path, out_dir: Path) -> list[tuple[str, str]]:
     """(caption, relative path) for every PNG a run produced, training figures first."""
-    found = sorted(p for p in workdir.rglob("*.png") if "checkpoints" not in p.parts)
+    if not workdir.is_dir():
+        return []
+    found = sorted(p for p in files_under(workdir) if p.suffix == ".png" and "checkpoints" not in p.parts)
     order = {"curves": 0, "confusion": 1}
 
     def key(p: Path) -> tuple[int, str]:
@@ -251,7 +254,7 @@ def build_report(
         lines += ["", f"## {name}", "", f"Run folder: `{e['workdir']}`.", ""]
         lines += ["| class | recall % |", "|---|---:|"]
         lines += [f"| {c} | {_pct(r)} |" for c, r in e["per_class"].items()]
-        for caption, rel in _figures(Path(e["workdir"]), out_dir):
+        for caption, rel in _figures(path_of(e["workdir"]), out_dir):
             lines += ["", f"![{name}: {caption}]({rel})"]
     out_dir.mkdir(parents=True, exist_ok=True)  # each file whole or not at all (an earlier report stays)
     write_atomic(out, "\n".join(lines) + "\n")
@@ -283,7 +286,7 @@ def build_fold_report(
     check_output_file(out)
     if not folds:
         raise ValueError("no folds to report")
-    metrics = {k: _fold_metrics(Path(wd), checkpoint) for k, wd in sorted(folds.items())}
+    metrics = {k: _fold_metrics(path_of(wd), checkpoint) for k, wd in sorted(folds.items())}
     classes = list(dict.fromkeys(c for m in metrics.values() for c in m.get("per_class", {})))
     per_fold = {
         str(k): {"workdir": str(folds[k]), "war": m["war"], "uar": m["uar"], "macro_f1": m.get("macro_f1"),
@@ -310,7 +313,7 @@ def build_fold_report(
              "folds. Every number is read from the folds' `metrics.json`.", "",
              "| fold | WAR % | UAR % | macro-F1 % | test clips | metrics | logs |", "|---|---:|---:|---:|---:|---|---|"]  # fmt: skip
     for k, e in per_fold.items():
-        wd = Path(e["workdir"])
+        wd = path_of(e["workdir"])
         rel = os.path.relpath(find_metrics(wd, _fold_split(wd), checkpoint), out_dir)
         logs = os.path.relpath(wd / "logs", out_dir)
         lines.append(f"| {k} | {_pct(e['war'])} | {_pct(e['uar'])} | {_pct(e['macro_f1'])} | "
@@ -389,7 +392,7 @@ def _parse_run(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise ValueError(f"bad --run {text!r}: expected NAME=WORKDIR")
-    return name, Path(path)
+    return name, path_of(path)
 
 
 def _parse_runs(texts: list[str]) -> dict[str, Path]:
@@ -467,12 +470,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.run:
                 raise ValueError("--folds and --run are separate reports; give one of them")
             summary = build_fold_report(
-                fold_runs(Path(args.folds)), out=Path(args.out), checkpoint=args.checkpoint
+                fold_runs(path_of(args.folds)), out=path_of(args.out), checkpoint=args.checkpoint
             )
         except (ValueError, OSError) as e:  # bad input: 2; the output not written: 1
             return input_error(e)
         print(format_fold_summary(summary))
-        print(f"wrote {args.out} and {Path(args.out).parent / 'summary.json'}")
+        print(f"wrote {args.out} and {path_of(args.out).parent / 'summary.json'}")
         return 0
     try:
         if not args.run:
@@ -481,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_time_flags(args.started, args.max_minutes, now)
         summary = build_report(
             runs,
-            out=Path(args.out),
+            out=path_of(args.out),
             split=args.split,
             checkpoint=args.checkpoint,
             targets=[Target.parse(t) for t in args.target],
@@ -496,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # bad input: 2; the output not written: 1
         return input_error(e)
     print(format_summary(summary))
-    print(f"wrote {args.out} and {Path(args.out).parent / 'summary.json'}")
+    print(f"wrote {args.out} and {path_of(args.out).parent / 'summary.json'}")
     return 0
 
 

@@ -42,6 +42,7 @@ from fer_jax.convert.tables import (
     key_table,
     torch_module_name,
 )
+from fer_jax.paths import as_path
 
 __all__ = [
     "ARCHS",
@@ -212,7 +213,7 @@ def save_converted(
     ``extra_meta`` joins meta.json (mco_e_net_reference: ``model``, its settings)."""
     import orbax.checkpoint as ocp
 
-    out = Path(out_dir).absolute()
+    out = as_path(out_dir)  # gs:// stays remote; a local path absolute (orbax wants one)
     if (out / STATE_DIR).exists():
         raise ConversionError(f"{out / STATE_DIR} already exists; choose a new --out directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +240,7 @@ def save_converted(
 
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """The ``meta.json`` a conversion wrote; ``ConversionError`` when ``directory`` is not one."""
-    path = Path(directory) / META_FILE
+    path = as_path(directory) / META_FILE
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
@@ -256,7 +257,7 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
 def _restore_flat(directory: str | os.PathLike) -> dict[str, np.ndarray]:
     import orbax.checkpoint as ocp
 
-    path = (Path(directory) / STATE_DIR).absolute()
+    path = as_path(directory) / STATE_DIR
     if not path.exists():
         raise ConversionError(f"{directory} has no {STATE_DIR}/ checkpoint")
     try:

@@ -5,7 +5,8 @@ Fields (docs/architecture.md): ``schema_version``, ``dataset``, ``class_names``,
 ``num_examples``, ``preprocessing``, ``sources``, ``skipped`` (``[{item, reason}]``), ``repaired``,
 ``normalization``, ``event_kind`` (``"frames"`` | ``"voxel"`` | None); a DFEW ``--fold all`` build adds
 ``folds`` and ``record_ids`` (``fer_jax.data.fold_splits``). A build is finished only when
-``COMPLETE_MARKER`` exists beside the manifest. Class weights are not stored: training derives them from
+``COMPLETE_MARKER`` exists beside the manifest. The folder may be remote (``gs://``, ``fer_jax.paths``).
+Class weights are not stored: training derives them from
 ``class_counts["train"]`` with ``fer_jax.losses.class_weights_from_counts`` (one formula, one place).
 """
 
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+
+from fer_jax.paths import as_path, is_remote
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -22,14 +24,13 @@ COMPLETE_MARKER = "_BUILD_COMPLETE"
 
 def load_manifest(data_dir: str | os.PathLike) -> dict:
     """The manifest of a finished build; ``ValueError`` with a one-line reason otherwise."""
-    d = Path(data_dir)
+    d = as_path(data_dir)
     if not d.is_dir():
         raise ValueError(f"no dataset directory {d}")
     if not (d / COMPLETE_MARKER).exists():
         raise ValueError(f"{d} is not a finished build (no {COMPLETE_MARKER}); rebuild it")
     try:
-        with open(d / MANIFEST_FILE) as f:
-            m = json.load(f)
+        m = json.loads((d / MANIFEST_FILE).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"unreadable {d / MANIFEST_FILE}: {e}") from e
     if m.get("schema_version") != SCHEMA_VERSION:
@@ -40,9 +41,13 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
 
 
 def write_manifest(data_dir: str | os.PathLike, manifest: dict) -> None:
-    """Writes ``manifest.json`` (via a temporary file, so a crash never leaves half a manifest)."""
-    d = Path(data_dir)
+    """Writes ``manifest.json`` (via a temporary file, so a crash never leaves half a manifest; a remote
+    object is written whole in one upload)."""
+    d = as_path(data_dir)
+    text = json.dumps({"schema_version": SCHEMA_VERSION, **manifest}, indent=1, sort_keys=False)
+    if is_remote(d):
+        (d / MANIFEST_FILE).write_text(text)
+        return
     tmp = d / (MANIFEST_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"schema_version": SCHEMA_VERSION, **manifest}, f, indent=1, sort_keys=False)
+    tmp.write_text(text)
     os.replace(tmp, d / MANIFEST_FILE)

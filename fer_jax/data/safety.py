@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
+
+from fer_jax.paths import as_path
 
 ALLOWED_FEATURE_CLASSES = frozenset(
     {
@@ -61,9 +62,4 @@ def check_feature_classes(data_dir: str | os.PathLike) -> None:
 
 
 def _path(data_dir: str | os.PathLike):
-    s = os.fspath(data_dir)
-    if "://" in s:
-        from etils import epath
-
-        return epath.Path(s)
-    return Path(s)
+    return as_path(data_dir)

@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from fer_jax.data.safety import check_feature_classes
+from fer_jax.paths import local_data_dir
 
 
 class _Subset:
@@ -48,7 +49,8 @@ class ShardSource:
                 import tensorflow_datasets as tfds
 
                 check_feature_classes(self.data_dir)  # TFDS imports what features.json names
-                builder = tfds.builder_from_directory(self.data_dir)
+                # ArrayRecord reads local files only: a gs:// folder is read from its local mirror
+                builder = tfds.builder_from_directory(os.fspath(local_data_dir(self.data_dir)))
                 stored, self._positions = self.split, None
                 if self.split not in builder.info.splits:  # a fold's split of a --fold all build?
                     from fer_jax.data.fold_splits import positions

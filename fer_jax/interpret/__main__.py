@@ -29,13 +29,14 @@ from fer_jax.cli import (
     read_json,
 )
 from fer_jax.interpret.report import expert_usage, interpret  # noqa: F401  (expert_usage: library use)
+from fer_jax.paths import as_path
 
 
 def check_clips(workdir: str | Path, clips: list[int], split: str | None) -> None:
     """Refuses (``ValueError``, one line) a split the run's data does not have and ``--clips`` positions
     past its end, before the run is restored and the split evaluated: a position out of range used to be
     a note after the work, with exit 0. Runs without a ``manifest.json`` copy are checked later."""
-    workdir = Path(workdir)
+    workdir = as_path(workdir)  # gs:// stays remote
     if not (workdir / "manifest.json").is_file() or not (workdir / "config.json").is_file():
         return  # the restore names what is missing
     config = read_json(workdir / "config.json", "the run's config")

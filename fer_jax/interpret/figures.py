@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fer_jax.paths import savefig
+
 
 def _upsample(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:
     import cv2  # local: only the figure writers need OpenCV
@@ -47,10 +49,7 @@ def save_gradcam_strip(
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
+    return savefig(fig, path, dpi=100, bbox_inches="tight")  # a gs:// folder too (fer_jax.paths)
 
 
 def save_au_plot(
@@ -70,7 +69,4 @@ def save_au_plot(
     ax.legend(fontsize=6, ncol=4)
     if title:
         ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    return path
+    return savefig(fig, path, dpi=100, bbox_inches="tight")  # a gs:// folder too (fer_jax.paths)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_jax.paths import as_path
+
 
 def expert_usage(outputs: dict, class_names: list[str]) -> dict | None:
     """Per-expert statistics from collected eval outputs (``stats/expert_weights`` ``(N, E)``)."""
@@ -147,7 +149,7 @@ def interpret(workdir: str | Path, *, clips: list[int], split: str | None = None
     run = Run.restore(workdir, checkpoint)
     config, class_names, names = run.config, run.class_names, run.input_names
     split = split or config.data.eval_split
-    out = Path(out_dir) if out_dir else Path(workdir) / "interpret" / split
+    out = as_path(out_dir) if out_dir else as_path(workdir) / "interpret" / split
     out.mkdir(parents=True, exist_ok=True)
     wanted, chosen, preds = set(clips), {}, {}
     chunks: dict[str, list] = {}

@@ -36,6 +36,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from fer_jax.paths import as_path
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint holds the state of another model or config (leaf names or shapes differ)."""
@@ -274,7 +276,7 @@ class RunCheckpoints:
     """The two managers of a run (``latest`` and ``best``) behind save / restore calls."""
 
     def __init__(self, workdir: str | Path, *, keep: int = 2, read_only: bool = False):
-        root = Path(workdir).absolute() / "checkpoints"
+        root = as_path(workdir) / "checkpoints"  # a gs:// workdir stays remote (orbax writes it)
 
         def manager(sub: str, max_to_keep: int) -> ocp.CheckpointManager:
             # read_only: no directory creation (orbax's own read_only flag only adds warnings to the output)

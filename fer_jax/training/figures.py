@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fer_jax.paths import savefig  # noqa: E402
+
 
 def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix"):
     """Row-normalised confusion matrix ``(C, C)`` as a matplotlib Figure (cells show % and count)."""
@@ -67,8 +69,6 @@ def curves_figure(rows: Sequence[dict], eval_split: str = "test"):
 
 
 def save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    path = savefig(fig, path)  # a gs:// run folder too (fer_jax.paths)
     plt.close(fig)
     return path

@@ -3,6 +3,10 @@
 Only JAX process 0 writes. Each ``metrics.jsonl`` line is ``{"step": int, "split": "train"|<eval split>,
 "time": unix seconds, <name>: number, ...}``; the same scalars go to TensorBoard under
 ``<split>/<name>``, figures under ``<split>/<figure name>``.
+
+A remote workdir (``gs://``): GCS objects cannot be appended to, and tensorboardX writes ``gs://`` only
+with extra packages, so both files are written in a local stage (``fer_jax.paths.LocalStage``) and copied
+to the workdir after every evaluation, at most a minute apart otherwise, and at ``close()``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from pathlib import Path
 import jax
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from fer_jax.paths import LocalStage, as_path
+
+SYNC_EVERY_S = 60.0  # a remote workdir's staged logs are copied at least this often while training
 
 
 def _jsonable(v):
@@ -29,14 +37,18 @@ class MetricWriter:
     """Appends scalars to ``<workdir>/metrics.jsonl`` and TensorBoard files under ``<workdir>/tb``."""
 
     def __init__(self, workdir: str | Path, *, tensorboard: bool = True):
-        self.workdir = Path(workdir)
+        self.workdir = as_path(workdir)
         self.active = jax.process_index() == 0
         self._tb = None
+        self._stage = None
+        self._synced = time.monotonic()
         if self.active:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.workdir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+            self._stage = LocalStage(self.workdir, "logs")  # the workdir itself when local
+            self._stage.pull("metrics.jsonl")  # a resumed remote run appends to its rows
+            self._file = open(self._stage.local / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
             if tensorboard:
-                self._tb = SummaryWriter(str(self.workdir / "tb"))
+                self._tb = SummaryWriter(str(self._stage.local / "tb"))
 
     def scalars(self, step: int, split: str, values: dict) -> None:
         if not self.active:
@@ -49,6 +61,17 @@ class MetricWriter:
             for k, v in values.items():
                 if isinstance(v, int | float | np.number) or (hasattr(v, "ndim") and np.ndim(v) == 0):
                     self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+        if split != "train" or time.monotonic() - self._synced >= SYNC_EVERY_S:
+            self.sync()
+
+    def sync(self) -> None:
+        """Copies a remote workdir's staged ``metrics.jsonl`` and ``tb/`` to it (nothing for a local one)."""
+        if self._stage is None or not self._stage.staged:
+            return
+        if self._tb is not None:
+            self._tb.flush()
+        self._stage.sync()
+        self._synced = time.monotonic()
 
     def figure(self, step: int, tag: str, fig) -> None:
         if self.active and self._tb is not None:
@@ -59,11 +82,13 @@ class MetricWriter:
             self._file.close()
             if self._tb is not None:
                 self._tb.close()
+            if self._stage is not None and self._stage.staged:
+                self._stage.sync()
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:
     """All rows of ``metrics.jsonl`` (empty when absent)."""
-    path = Path(workdir) / "metrics.jsonl"
+    path = as_path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -71,7 +96,7 @@ def read_metrics(workdir: str | Path) -> list[dict]:
 
 def truncate_metrics(workdir: str | Path, after_step: int) -> None:
     """Drops rows logged after ``after_step`` (a resumed run re-does those steps, and logs them again)."""
-    path = Path(workdir) / "metrics.jsonl"
+    path = as_path(workdir) / "metrics.jsonl"
     if jax.process_index() != 0 or not path.exists():
         return
     rows = [r for r in read_metrics(workdir) if r["step"] <= after_step]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import jax
 
+from fer_jax.paths import LocalStage, as_path
+
 
 def parse_profile_steps(spec, start: int = 0) -> tuple[int, int] | None:
     """``train.profile_steps`` -> the first and last global step to trace, or None (off).
@@ -44,13 +46,15 @@ class StepProfiler:
 
     def __init__(self, steps: tuple[int, int] | None, log_dir: Path):
         self.steps = steps
-        self.log_dir = Path(log_dir)
+        self.log_dir = as_path(log_dir)
         self.active = False
+        self._stage = None  # a remote log_dir: the trace is written locally and copied at stop()
 
     def before(self, step: int) -> None:
         if self.steps is not None and not self.active and self.steps[0] <= step <= self.steps[1]:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            jax.profiler.start_trace(str(self.log_dir))
+            self._stage = LocalStage(self.log_dir, "profile")
+            jax.profiler.start_trace(str(self._stage.local))
             self.active = True
 
     def after(self, step: int, outputs) -> None:
@@ -62,6 +66,7 @@ class StepProfiler:
         if self.active:
             jax.profiler.stop_trace()
             self.active = False
+            self._stage.sync()
 
 
 def use_compilation_cache(config) -> str | None:
@@ -70,7 +75,7 @@ def use_compilation_cache(config) -> str | None:
     folder = str(config.train.get("compilation_cache_dir", "") or "")
     if not folder:
         return None
-    path = Path(folder).expanduser().absolute()
+    path = as_path(folder)  # JAX's cache reads gs:// through etils.epath too
     path.mkdir(parents=True, exist_ok=True)
     if jax.config.jax_compilation_cache_dir != str(path):
         from jax.experimental.compilation_cache import compilation_cache

@@ -32,6 +32,7 @@ from fer_jax.cli import read_json
 from fer_jax.data.fold_splits import select_fold
 from fer_jax.data.info import DataInfo
 from fer_jax.models import registry
+from fer_jax.paths import as_path
 from fer_jax.training import checkpoint as ckpt_lib
 from fer_jax.training import device_input, evaluation, optim, profiling, steps
 from fer_jax.training import mesh as mesh_lib
@@ -49,7 +50,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
 
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The resolved config a run wrote to ``<workdir>/config.json``."""
-    path = Path(workdir) / "config.json"
+    path = as_path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a training workdir?")
     return ml_collections.ConfigDict(read_json(path, "the run's config"))  # a damaged file: one line
@@ -264,7 +265,7 @@ class Run:
         Raises ValueError on an inconsistent config (class count, batch sizes, too little data).
         """
         mesh_lib.maybe_initialize_distributed()
-        workdir = Path(workdir).absolute()
+        workdir = as_path(workdir)  # gs://b/run stays remote (Path.absolute() made it ./gs:/b/run)
         data = data or PipelineData()
         # everything is validated (config ranges, data, checkpoint) before the first write into workdir:
         # a refused resume must leave an intact run as it was
@@ -319,7 +320,7 @@ class Run:
         """The trained run in ``workdir`` at ``checkpoint`` (``best`` (falls back to ``latest``), ``latest``
         or a step). Dataset facts come from ``data`` when given, else the run's ``manifest.json`` copy."""
         mesh_lib.maybe_initialize_distributed()
-        workdir = Path(workdir)
+        workdir = as_path(workdir)
         config = load_config(workdir)
         if not (workdir / "checkpoints").exists():
             raise FileNotFoundError(f"no checkpoints in {workdir}")
