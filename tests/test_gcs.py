@@ -118,6 +118,47 @@ def test_paths_stay_remote(gcs, tmp_path, monkeypatch):
     assert _no_gs_folder(tmp_path) == []
 
 
+def test_logs_figures_and_outputs_reach_the_bucket(gcs, tmp_path, monkeypatch):
+    """metrics.jsonl and TensorBoard files are staged locally and copied after an evaluation row and at
+    close; a resumed writer appends to the bucket's rows; truncation, atomic writes and figures work on
+    gs://; nothing named gs: appears locally."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fer_jax.cli import check_output_dir, write_atomic
+    from fer_jax.paths import as_path, savefig
+    from fer_jax.training.logging import MetricWriter, read_metrics, truncate_metrics
+
+    monkeypatch.chdir(tmp_path)
+    work = f"{gcs}/unit/run"
+    w = MetricWriter(work)
+    w.scalars(1, "train", {"loss": 1.5})
+    assert read_metrics(work) == []  # a train row alone stays local until the next copy
+    w.scalars(1, "test", {"uar": 0.25})  # an evaluation row copies the stage
+    assert [r["split"] for r in read_metrics(work)] == ["train", "test"]
+    w.scalars(2, "train", {"loss": 1.0})
+    w.close()
+    assert [r["step"] for r in read_metrics(work)] == [1, 1, 2]
+    assert any(p.name.startswith("events.out.tfevents") for p in as_path(f"{work}/tb").iterdir())
+    truncate_metrics(work, 1)
+    w = MetricWriter(work)  # a resume: appends to the bucket's rows, which it copies down first
+    w.scalars(2, "train", {"loss": 0.5})
+    w.close()
+    rows = read_metrics(work)
+    assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (1, "test"), (2, "train")]
+    assert rows[-1]["loss"] == 0.5
+    out = check_output_dir(f"{work}/eval")
+    write_atomic(out / "metrics.json", '{"uar": 0.5}\n')
+    assert json.loads(as_path(f"{work}/eval/metrics.json").read_text()) == {"uar": 0.5}
+    fig = plt.figure()
+    savefig(fig, f"{work}/figures/x.png")
+    plt.close(fig)
+    assert as_path(f"{work}/figures/x.png").read_bytes()[:4] == b"\x89PNG"
+    assert _no_gs_folder(tmp_path) == []
+
+
 def _demo_see(data_dir: str):
     spec = importlib.util.spec_from_file_location("configs.demo_see", ROOT / "configs" / "demo_see.py")
     module = importlib.util.module_from_spec(spec)
