@@ -95,6 +95,9 @@ def local_data_dir(data_dir: str | os.PathLike, *, quiet: bool = False) -> Path:
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.partial")
     n = copy_tree(remote, tmp)
+    if _same_markers(remote, local):  # another process (a grain worker, another host's job) finished first
+        _rmtree(tmp)
+        return local
     if local.exists():
         old = local.with_name(f".{local.name}.{uuid.uuid4().hex[:8]}.old")
         local.rename(old)
