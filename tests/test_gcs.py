@@ -159,6 +159,26 @@ def test_logs_figures_and_outputs_reach_the_bucket(gcs, tmp_path, monkeypatch):
     assert _no_gs_folder(tmp_path) == []
 
 
+def test_fold_report_reads_and_writes_the_bucket(gcs, tmp_path, monkeypatch):
+    """``fer_jax.report --folds gs://...`` finds the fold runs in the bucket, averages them and writes
+    report.md and summary.json there."""
+    from fer_jax.paths import as_path
+    from fer_jax.report import main
+
+    monkeypatch.chdir(tmp_path)
+    runs = f"{gcs}/unit/folds"
+    for k, (war, uar) in {1: (0.5, 0.4), 2: (0.7, 0.6)}.items():
+        wd = as_path(f"{runs}/fold{k}")
+        (wd / "config.json").write_text(json.dumps({"data": {"eval_split": f"fold{k}_test"}}))
+        m = {"war": war, "uar": uar, "macro_f1": uar, "num_examples": 10, "per_class": {"happy": uar}}
+        (wd / "eval" / f"fold{k}_test-best" / "metrics.json").write_text(json.dumps(m))
+    assert main(["--folds", runs, "--out", f"{runs}/report.md"]) == 0
+    summary = json.loads(as_path(f"{runs}/summary.json").read_text())
+    assert summary["num_folds"] == 2 and summary["mean"]["war"] == pytest.approx(0.6)
+    assert "| **mean** | 60.0" in as_path(f"{runs}/report.md").read_text()
+    assert _no_gs_folder(tmp_path) == []
+
+
 def _demo_see(data_dir: str):
     spec = importlib.util.spec_from_file_location("configs.demo_see", ROOT / "configs" / "demo_see.py")
     module = importlib.util.module_from_spec(spec)
