@@ -52,7 +52,7 @@ def subprocess_runner(argv: list[str], log: Path) -> int:
     try:
         return _run_logged(argv, stage.local / log.name)
     finally:
-        stage.sync()
+        stage.close()
 
 
 def _run_logged(argv: list[str], log: Path) -> int:

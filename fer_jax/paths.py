@@ -146,6 +146,12 @@ class LocalStage:
         if self.staged and self.local.exists():
             copy_tree(self.local, self.remote)
 
+    def close(self) -> None:
+        """A last :meth:`sync`, then the local stage is removed (a local ``remote`` is left as it is)."""
+        if self.staged:
+            self.sync()
+            _rmtree(self.local)
+
 
 def savefig(fig, path: str | os.PathLike, **kwargs) -> Path | epath.Path:
     """``fig.savefig`` to a local or remote path (matplotlib writes only local files by name); creates the

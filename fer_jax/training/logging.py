@@ -82,8 +82,8 @@ class MetricWriter:
             self._file.close()
             if self._tb is not None:
                 self._tb.close()
-            if self._stage is not None and self._stage.staged:
-                self._stage.sync()
+            if self._stage is not None:
+                self._stage.close()  # copies a remote workdir's files a last time, drops the local stage
 
 
 def read_metrics(workdir: str | Path) -> list[dict]:

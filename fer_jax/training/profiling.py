@@ -66,7 +66,7 @@ class StepProfiler:
         if self.active:
             jax.profiler.stop_trace()
             self.active = False
-            self._stage.sync()
+            self._stage.close()
 
 
 def use_compilation_cache(config) -> str | None:
