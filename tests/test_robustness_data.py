@@ -316,7 +316,7 @@ def test_event_frames_of_another_size_are_noted_once(tmp_path):
     (root / "emotion.json").write_text(json.dumps({"database": db}))
     out = tmp_path / "out"
     assert _see_run(root, out) == 0
-    notes = [r for r in load_manifest(out)["repaired"] if "stretched" in r["reason"]]
+    notes = [r for r in load_manifest(out)["repaired"] if "resized to the same shape" in r["reason"]]
     assert len(notes) == 1 and notes[0]["item"] == f"train/{_seq(1)}"
     assert "48x48" in notes[0]["reason"] and "32x24" in notes[0]["reason"]
 
