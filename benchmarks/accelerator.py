@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -428,6 +429,41 @@ def _f(value, fmt: str = ".1f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _mfu(r: dict) -> str:
+    return "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+
+
+# section key -> (title, columns: (header, alignment, cell of a row))
+TABLES: dict[str, tuple[str, tuple[tuple[str, str, Callable[[dict], str]], ...]]] = {
+    "train": ("Train step", (
+        ("model", "---", lambda r: r["model"]), ("T x S", "---", lambda r: f"{r['frames']} x {r['size']}"),
+        ("batch", "---:", lambda r: str(r["batch"])), ("dtype", "---", lambda r: r["dtype"]),
+        ("remat", "---", lambda r: r["remat"]), ("compile (s)", "---:", lambda r: _f(r["compile_s"])),
+        ("step (ms)", "---:", lambda r: _f(r["step_ms"])), ("clips/s", "---:", lambda r: _f(r["clips_s"])),
+        ("GFLOP/step", "---:", lambda r: _f(r["gflop_step"], ".3g")),
+        ("TFLOP/s", "---:", lambda r: _f(r["tflops"], ".3g")), ("MFU", "---:", _mfu),
+        ("compiled (MiB)", "---:", lambda r: _f(r["compiled_mib"], ".0f")),
+        ("device peak (MiB)", "---:", lambda r: _f(r["peak_mib"], ".0f")), ("note", "---", lambda r: r["note"]),
+    )),
+    "latency": ("MCO-E Net latency, batch 1 (eval forward)", (
+        ("size", "---:", lambda r: str(r["size"])), ("dtype", "---", lambda r: r["dtype"]),
+        ("GMACs / sample", "---:", lambda r: _f(r["gmacs"], ".3f")), ("ms / sample", "---:", lambda r: _f(r["ms"], ".2f")),
+        ("paper ms", "---", lambda r: f"{r['paper_ms']} (RTX 2080 Ti)"), ("note", "---", lambda r: r["note"]),
+    )),
+    "pipeline": ("Input pipeline (DFEW, augmentation on) vs the step's consumption", (
+        ("workers", "---:", lambda r: str(r["workers"])), ("T x S", "---", lambda r: f"{r['frames']} x {r['size']}"),
+        ("batch", "---:", lambda r: str(r["batch"])), ("pipeline clips/s", "---:", lambda r: _f(r["clips_s"])),
+        ("step clips/s", "---:", lambda r: _f(r["step_clips_s"])), ("ratio", "---:", lambda r: _f(r["ratio"], ".2f")),
+        ("note", "---", lambda r: r["note"]),
+    )),
+    "scan": ("Selective scan (batch 2, n 16)", (
+        ("method", "---", lambda r: r["method"]), ("length", "---:", lambda r: str(r["length"])),
+        ("d", "---:", lambda r: str(r["d"])), ("fwd (ms)", "---:", lambda r: _f(r["fwd_ms"], ".2f")),
+        ("fwd+bwd (ms)", "---:", lambda r: _f(r["fwdbwd_ms"], ".2f")), ("note", "---", lambda r: r["note"]),
+    )),
+}  # fmt: skip
+
+
 def render_markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
@@ -435,48 +471,11 @@ def render_markdown(result: dict) -> str:
         f"jax {m['jax']}; {m['date']}. Scale: {result['scale']}. Peak for MFU: "
         f"**{result['peak_tflops']:.4g} TFLOP/s** ({result['peak_source']}).",
     ]
-    if result.get("train"):
-        lines += [
-            "",
-            "### Train step",
-            "",
-            "| model | T x S | batch | dtype | remat | compile (s) | step (ms) | clips/s | GFLOP/step "
-            "| TFLOP/s | MFU | compiled (MiB) | device peak (MiB) | note |",
-            "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-        ]
-        for r in result["train"]:
-            mfu = None if r["mfu"] is None else 100 * r["mfu"]
-            lines.append(
-                f"| {r['model']} | {r['frames']} x {r['size']} | {r['batch']} | {r['dtype']} | {r['remat']} "
-                f"| {_f(r['compile_s'])} | {_f(r['step_ms'])} | {_f(r['clips_s'])} | {_f(r['gflop_step'], '.3g')} "
-                f"| {_f(r['tflops'], '.3g')} | {_f(mfu)}{'%' if mfu is not None else ''} "
-                f"| {_f(r['compiled_mib'], '.0f')} | {_f(r['peak_mib'], '.0f')} | {r['note']} |"
-            )
-    if result.get("latency"):
-        lines += ["", "### MCO-E Net latency, batch 1 (eval forward)", "",
-                  "| size | dtype | GMACs / sample | ms / sample | paper ms | note |", "|---:|---|---:|---:|---|---|"]  # fmt: skip
-        for r in result["latency"]:
-            lines.append(
-                f"| {r['size']} | {r['dtype']} | {_f(r['gmacs'], '.3f')} | {_f(r['ms'], '.2f')} "
-                f"| {r['paper_ms']} (RTX 2080 Ti) | {r['note']} |"
-            )
-    if result.get("pipeline"):
-        lines += ["", "### Input pipeline (DFEW, augmentation on) vs the step's consumption", "",
-                  "| workers | T x S | batch | pipeline clips/s | step clips/s | ratio | note |",
-                  "|---:|---|---:|---:|---:|---:|---|"]  # fmt: skip
-        for r in result["pipeline"]:
-            lines.append(
-                f"| {r['workers']} | {r['frames']} x {r['size']} | {r['batch']} | {_f(r['clips_s'])} "
-                f"| {_f(r['step_clips_s'])} | {_f(r['ratio'], '.2f')} | {r['note']} |"
-            )
-    if result.get("scan"):
-        lines += ["", "### Selective scan (batch 2, n 16)", "",
-                  "| method | length | d | fwd (ms) | fwd+bwd (ms) | note |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
-        for r in result["scan"]:
-            lines.append(
-                f"| {r['method']} | {r['length']} | {r['d']} | {_f(r['fwd_ms'], '.2f')} "
-                f"| {_f(r['fwdbwd_ms'], '.2f')} | {r['note']} |"
-            )
+    for key, (title, columns) in TABLES.items():
+        if result.get(key):
+            lines += ["", f"### {title}", "", "| " + " | ".join(c[0] for c in columns) + " |",
+                      "|" + "|".join(c[1] for c in columns) + "|"]  # fmt: skip
+            lines += ["| " + " | ".join(c[2](r) for c in columns) + " |" for r in result[key]]
     lines += [f"- {n}" for n in result.get("notes", [])]
     return "\n".join(lines)
 
