@@ -18,6 +18,15 @@ def _frozen(d: Mapping | None) -> Mapping:
     return MappingProxyType(dict(d or {}))
 
 
+def stored_hw(prep: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(H, W)`` of a build's stored frames from its manifest's ``preprocessing``: ``height`` / ``width``
+    where recorded (aspect-kept SEE builds), else the square ``size``; None when no size is recorded."""
+    if prep.get("size") is None:
+        return None
+    size = int(prep["size"])
+    return int(prep.get("height") or size), int(prep.get("width") or size)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
     """Facts of one shard build.
@@ -66,6 +75,7 @@ class DataInfo:
             num = {s: sum(c) for s, c in counts.items()}
         lighting = manifest.get("lighting_names")
         size = int(prep["size"]) if prep.get("size") is not None else None
+        height, width = stored_hw(prep) or (None, None)
         return cls(
             dataset=manifest.get("dataset"),
             class_names=tuple(str(n) for n in names),
@@ -73,8 +83,8 @@ class DataInfo:
             num_examples=_frozen(num),
             lighting_names=tuple(lighting) if lighting else None,
             image_size=size,
-            image_height=int(prep["height"]) if prep.get("height") is not None else size,
-            image_width=int(prep["width"]) if prep.get("width") is not None else size,
+            image_height=height,
+            image_width=width,
             stored_frames=int(prep["frames"]) if prep.get("frames") is not None else None,
             preprocessing=_frozen(prep),
             raw=_frozen(manifest),

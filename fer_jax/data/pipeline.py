@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 from fer_jax.data import augment as aug
+from fer_jax.data import info as info_lib
 from fer_jax.data import normalize
 from fer_jax.data import see_sampling as see_sampling_lib
 from fer_jax.data.constants import NUM_LANDMARKS, TEMPLATE_68
@@ -73,8 +74,7 @@ def _spec(config, manifest: Mapping[str, Any], augment: bool) -> _Spec:
     height = int(config.data.image_size)
     width = int(config.data.get("image_width", 0) or height)  # 0 / absent: square frames
     if stored_size is not None:
-        # manifests of square builds (all DFEW ones, older SEE ones) record only the side
-        stored_hw = (int(prep.get("height") or stored_size), int(prep.get("width") or stored_size))
+        stored_hw = info_lib.stored_hw(prep)  # square builds (all DFEW ones, older SEE ones): the side
         if height == width and stored_hw == (stored_size, stored_size) and stored_size != height:
             raise ValueError(
                 f"config.data.image_size={config.data.image_size} but the shards hold {stored_size}px frames"
