@@ -237,17 +237,25 @@ def _scan_associative(delta, u, A, B, C, x0, reverse: bool):
     return y, states[:, 0 if reverse else -1]
 
 
-def _scan_chunked(delta, u, A, B, C, x0, reverse: bool, chunk_size: int):
-    """Associative scan inside chunks, lax.scan across them; memory (b, chunk, d, n)."""
-    b, length, d = u.shape
-    n = A.shape[1]
+def _pad_to_chunks(chunk_size: int, delta, u, B, C):
+    """``(chunk, num_chunks, (delta, u, B, C))``: the chunk length (at most the sequence's) and the inputs
+    padded at the end to ``num_chunks * chunk`` tokens. delta = 0 makes a padded step the identity (decay 1,
+    input 0), so the state passes through it unchanged in either direction; the caller slices the padded
+    outputs off."""
+    length = u.shape[1]
     chunk = max(1, min(chunk_size, length))
     num_chunks = -(-length // chunk)
     pad = num_chunks * chunk - length
     if pad:
-        # delta = 0 makes a padded step the identity (decay 1, input 0), so the state passes through
-        # unchanged in either direction; padded outputs are sliced off below.
         delta, u, B, C = (jnp.pad(t, ((0, 0), (0, pad), (0, 0))) for t in (delta, u, B, C))
+    return chunk, num_chunks, (delta, u, B, C)
+
+
+def _scan_chunked(delta, u, A, B, C, x0, reverse: bool, chunk_size: int):
+    """Associative scan inside chunks, lax.scan across them; memory (b, chunk, d, n)."""
+    b, length, d = u.shape
+    n = A.shape[1]
+    chunk, num_chunks, (delta, u, B, C) = _pad_to_chunks(chunk_size, delta, u, B, C)
 
     def to_chunks(t):  # (b, L, k) -> (num_chunks, b, chunk, k)
         return jnp.swapaxes(t.reshape(b, num_chunks, chunk, t.shape[-1]), 0, 1)
@@ -292,12 +300,7 @@ def _scan_state_passing(delta, u, A, B, C, x0, reverse: bool, chunk_size: int):
         return flip(y), last
     b, length, d = u.shape
     n = A.shape[1]
-    chunk = max(1, min(chunk_size, length))
-    num_chunks = -(-length // chunk)
-    pad = num_chunks * chunk - length
-    if pad:
-        # delta = 0 pads at the end are identity steps; their outputs are sliced off below
-        delta, u, B, C = (jnp.pad(t, ((0, 0), (0, pad), (0, 0))) for t in (delta, u, B, C))
+    chunk, num_chunks, (delta, u, B, C) = _pad_to_chunks(chunk_size, delta, u, B, C)
 
     def to_chunks(t):  # (b, L, k) -> (chunk, num_chunks * b, k): position in the chunk leads (scan axis)
         t = jnp.transpose(t.reshape(b, num_chunks, chunk, t.shape[-1]), (2, 1, 0, 3))
