@@ -16,6 +16,12 @@ again. ``--out`` is never ``--root``, a folder holding it or one inside it, and 
 a build of ours (a folder of other files is never deleted). Bad inputs are skipped (or repaired) with a
 reason recorded in the manifest.
 
+``--out gs://bucket/path`` (any ``etils.epath`` URI): TFDS and ArrayRecord write local files only, so the
+build runs into the local mirror folder that training reads that bucket path through
+(``fer_jax.paths.mirror_dir``), with all of the above, and is then uploaded with its ``_BUILD_COMPLETE``
+marker last (a reader never takes a half-uploaded build for a finished one); a bucket that already holds a
+build is mirrored first, so "already built" and ``--overwrite`` mean the same as for a local folder.
+
 Exit status: 0 built (or already built); 1 nothing built, more than --max-skip of the items skipped, or
 an unreadable layout; 2 bad arguments.
 """
@@ -38,6 +44,7 @@ from fer_jax.cli import one_line
 from fer_jax.data.fold_splits import STORED_SPLIT, fold_entries, split_name
 from fer_jax.data.manifest import COMPLETE_MARKER, MANIFEST_FILE, load_manifest, write_manifest
 from fer_jax.data.schema import LIGHTING_NAMES, features
+from fer_jax.paths import as_path, copy_tree, is_mirrored, is_remote, local_data_dir, mirror_dir
 from fer_jax.preprocess.resize import RESIZE_MODES, shorter_side_hw
 from fer_jax.preprocess.video import checksum_files
 
@@ -64,7 +71,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--dataset", required=True, choices=("dfew", "see", "dsee"))
     p.add_argument("--root", "--raw", dest="root", required=True, help="the raw dataset folder")
-    p.add_argument("--out", required=True, help="output dataset folder (created atomically)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output dataset folder (created atomically), or gs://... (built locally, uploaded)",
+    )
     p.add_argument(
         "--fold",
         default="1",
@@ -450,6 +461,8 @@ def _warn_landmarks(settings: dict) -> None:
 
 
 def build(args: argparse.Namespace) -> int:
+    if is_remote(args.out):
+        return _build_to_remote(args)
     settings = _settings(args)
     _warn_landmarks(settings)
     root, out = Path(args.root), Path(args.out)
@@ -542,6 +555,21 @@ def build(args: argparse.Namespace) -> int:
         print(f"warning: {out} has an empty {' and '.join(empty)} split", file=sys.stderr)
     if why:
         print(f"error: {why}", file=sys.stderr)
+    return status
+
+
+def _build_to_remote(args: argparse.Namespace) -> int:
+    """``--out`` on remote storage: the build runs into the bucket path's local mirror, then is uploaded."""
+    remote, local = as_path(args.out), mirror_dir(args.out)
+    if (remote / COMPLETE_MARKER).exists():
+        local_data_dir(args.out)  # the bucket's build, mirrored: the local checks below then see it
+    status = build(argparse.Namespace(**{**vars(args), "out": str(local)}))
+    if not (local / COMPLETE_MARKER).exists() or is_mirrored(args.out, local):
+        return status  # nothing built, or the bucket holds this very build already
+    if remote.exists():  # --overwrite: no shard of the old build is left beside the new one
+        remote.rmtree()
+    n = copy_tree(local, remote, last=COMPLETE_MARKER)
+    print(f"uploaded {n} files to {remote} (the local copy {local} is the mirror training reads)")
     return status
 
 

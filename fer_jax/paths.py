@@ -38,18 +38,23 @@ def as_path(path: str | os.PathLike) -> Path | epath.Path:
     return Path(s).expanduser().absolute()
 
 
-def copy_tree(src: Path | epath.Path, dst: Path | epath.Path) -> int:
+def copy_tree(src: Path | epath.Path, dst: Path | epath.Path, *, last: str | None = None) -> int:
     """Copies every file under ``src`` to the same relative path under ``dst`` (overwriting); returns the
     number of files. Works across local and remote paths; ``**`` globs are avoided (epath refuses them
-    on GCS)."""
+    on GCS). ``last``: a top-level file copied after all others (a completion marker: a reader that
+    finds it finds everything else)."""
     n = 0
     for rel, files in _walk(src):
         out = dst.joinpath(*rel)
         if files:
             out.mkdir(parents=True, exist_ok=True)
         for name in files:
-            (out / name).write_bytes(src.joinpath(*rel, name).read_bytes())
-            n += 1
+            if rel or name != last:
+                (out / name).write_bytes(src.joinpath(*rel, name).read_bytes())
+                n += 1
+    if last is not None and (src / last).exists():
+        (dst / last).write_bytes((src / last).read_bytes())
+        n += 1
     return n
 
 
@@ -65,6 +70,19 @@ def _walk(top: Path | epath.Path, rel: tuple[str, ...] = ()):
 
 def _cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "fer_jax_data_cache")
+
+
+def mirror_dir(data_dir: str | os.PathLike) -> Path:
+    """The local folder that mirrors the remote folder ``data_dir``:
+    ``$FER_JAX_DATA_CACHE/<scheme>/<bucket>/<path>`` (default under ``<tmp>/fer_jax_data_cache``)."""
+    scheme, rest = os.fspath(data_dir).split("://", 1)
+    return _cache_root() / scheme / rest.strip("/")
+
+
+def is_mirrored(remote: str | os.PathLike, local: Path) -> bool:
+    """True when ``local`` holds the same finished build as ``remote`` (same completion marker and
+    manifest)."""
+    return _same_markers(epath.Path(os.fspath(remote)), local)
 
 
 def _same_markers(remote: epath.Path, local: Path) -> bool:
@@ -85,9 +103,7 @@ def local_data_dir(data_dir: str | os.PathLike, *, quiet: bool = False) -> Path:
     half a mirror."""
     if not is_remote(data_dir):
         return as_path(data_dir)
-    remote = epath.Path(os.fspath(data_dir))
-    scheme, rest = os.fspath(data_dir).split("://", 1)
-    local = _cache_root() / scheme / rest.strip("/")
+    remote, local = epath.Path(os.fspath(data_dir)), mirror_dir(data_dir)
     if _same_markers(remote, local):
         return local
     if not quiet:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_train_support as support
 
 pytest.importorskip("gcsfs")
 pytest.importorskip("gcp_storage_emulator")
@@ -183,49 +184,87 @@ def _demo_see(data_dir: str):
     spec = importlib.util.spec_from_file_location("configs.demo_see", ROOT / "configs" / "demo_see.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
-    config.data.dir = data_dir
-    # tests/test_train_smoke.py's shrinking: the fixture shards hold 8 frames of 64 px
-    config.data.image_size = 64
-    config.data.stored_frames = 8
-    config.data.num_frames = min(int(config.data.num_frames), 8)
-    config.train.batch_size = 4
-    config.train.num_steps = 4
+    config = support.shrink_to_fixture_shards(module.get_config(), data_dir, steps=4)
     config.train.num_epochs = 0
     config.train.eval_every_steps = 2
     config.train.checkpoint_every_steps = 2
-    config.train.log_every_steps = 1
-    config.eval.batch_size = 8
     return config
 
 
-@pytest.mark.slow  # 249 s on the shared 2-core machine (MCO-E Net's compiles dominate): over the 3-minute bar
+class _SigtermAfter:
+    """A DataSource whose train iterator sends this process SIGTERM when batch ``n`` is taken: the loop's
+    own signal handler then stops the run at a step boundary, as a pre-empted VM's would."""
+
+    def __init__(self, n: int):
+        from fer_jax.training.data import PipelineData
+
+        self.inner, self.n = PipelineData(), n
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def train_iterator(self, config, **kwargs):
+        import signal
+
+        it, n = self.inner.train_iterator(config, **kwargs), self.n
+
+        class Iterator:
+            def __init__(self):
+                self.taken = 0
+
+            def __iter__(self):
+                return self
+
+            def __next__(self):
+                self.taken += 1
+                if self.taken == n:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return next(it)
+
+            def get_state(self):
+                return it.get_state()
+
+            def set_state(self, state):
+                it.set_state(state)
+
+        return Iterator()
+
+
+@pytest.mark.slow  # 181-249 s on the shared 2-core machine (MCO-E Net's compiles dominate): over the 3-minute bar
 @pytest.mark.usefixtures("module_compile_cache")
-def test_train_stop_resume_evaluate_under_gs(gcs, see_shards, tmp_path, monkeypatch, capsys):
+def test_build_train_kill_resume_evaluate_under_gs(gcs, see_raw, tmp_path, monkeypatch, capsys):
     """Shards, run folder, checkpoints, TensorBoard, manifest and evaluation output all under gs://: the
-    run stops at step 2, the rerun resumes from step 2 and finishes at 4, evaluate writes to the bucket."""
+    build writes into the bucket, SIGTERM stops the run and it saves, the rerun resumes from that step and
+    finishes, evaluate writes to the bucket; a second build call finds the bucket's build finished."""
+    from data_prep import build
     from fer_jax.evaluate import evaluate
-    from fer_jax.paths import as_path, copy_tree
+    from fer_jax.paths import as_path
     from fer_jax.training.loop import train
 
     monkeypatch.chdir(tmp_path)  # a path made relative to the cwd would land here
     data = f"{gcs}/data/see"
-    copy_tree(
-        Path(see_shards), as_path(data)
-    )  # built locally, then copied (a build into gs:// is not offered)
+    argv = ["--dataset", "see", "--root", str(see_raw), "--out", data, "--frames", "8", "--size", "64",
+            "--workers", "1", "--quiet"]  # fmt: skip
+    assert build.main(argv) == 0
+    assert "uploaded" in capsys.readouterr().out
+    assert (as_path(data) / "_BUILD_COMPLETE").exists() and (as_path(data) / "manifest.json").exists()
+    assert build.main(argv) == 0  # the bucket's build, mirrored: nothing to do, nothing uploaded
+    again = capsys.readouterr().out
+    assert "already built" in again and "uploaded" not in again
     work = f"{gcs}/runs/see"
     config = _demo_see(data)
 
-    first = train(config, work, stop_at_step=2, progress=False)
-    assert first["status"] == "stopped" and first["step"] == 2, first
+    first = train(config, work, data=_SigtermAfter(4), progress=False)  # 2 batches are prefetched
+    assert first["status"] == "interrupted" and 1 <= first["step"] < 4, first
+    stopped = first["step"]
     run = as_path(work)
-    assert sorted(p.name for p in (run / "checkpoints" / "latest").iterdir()) == ["2"]
+    saved_steps = [int(p.name) for p in (run / "checkpoints" / "latest").iterdir() if p.name.isdigit()]
+    assert max(saved_steps) == stopped  # saved on the signal
 
     second = train(config, work, progress=False)
     assert second["status"] == "finished" and second["step"] == 4, second
     out = capsys.readouterr().out
-    assert "resuming mco_e_net from step 2 of 4" in out, out[-2000:]
-    assert "mirroring" in out  # the shards were read from a local mirror of the bucket
+    assert f"resuming mco_e_net from step {stopped} of 4" in out, out[-2000:]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]  # no step logged twice
     assert json.loads((run / "manifest.json").read_text())["dataset"] == "see"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_train_support as support
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,18 +34,9 @@ def test_demo_config_trains_and_evaluates(name, request, tmp_path):
     from fer_jax.evaluate import evaluate
     from fer_jax.training.loop import train
 
-    config = _load(name)
-    config.data.dir = str(request.getfixturevalue(CONFIGS[name]))
-    # the fixtures hold 8 frames of 64 px: shrink the demo's geometry to them (the demo's own sizes are
+    # the fixtures hold 8 frames of 64 px: the demo's geometry shrunk to them (the demo's own sizes are
     # checked against real demo shards by scripts/demo.py's run, not here)
-    config.data.image_size = 64
-    config.data.stored_frames = 8
-    config.data.num_frames = min(int(config.data.num_frames), 8)
-    config.train.batch_size = 4
-    config.train.num_steps = 2
-    config.train.eval_every_steps = 2
-    config.train.log_every_steps = 1
-    config.eval.batch_size = 8
+    config = support.shrink_to_fixture_shards(_load(name), request.getfixturevalue(CONFIGS[name]), steps=2)
     summary = train(config, tmp_path, progress=False)
     assert summary["status"] == "finished" and summary["step"] == 2
     assert np.isfinite(summary["last_eval"]["uar"])

@@ -157,3 +157,20 @@ class ToyData:
     def eval_iterator(self, config, split, *, batch_size, process_index, process_count, seed, augment):
         examples = self.test[process_index::process_count]
         return iter(_Finite(examples, batch_size // process_count))
+
+
+def shrink_to_fixture_shards(
+    config: ml_collections.ConfigDict, data_dir, steps: int
+) -> ml_collections.ConfigDict:
+    """A demo config pointed at the conftest fixture shards (8 stored frames of 64 px) with a short run:
+    batch 4, ``steps`` steps, an evaluation at the end, a log row every step (in place; returned)."""
+    config.data.dir = str(data_dir)
+    config.data.image_size = 64
+    config.data.stored_frames = 8
+    config.data.num_frames = min(int(config.data.num_frames), 8)
+    config.train.batch_size = 4
+    config.train.num_steps = steps
+    config.train.eval_every_steps = steps
+    config.train.log_every_steps = 1
+    config.eval.batch_size = 8
+    return config
