@@ -6,22 +6,13 @@ import json
 
 import cv2
 import numpy as np
-import tensorflow_datasets as tfds
+from shard_support import records_by_id
 
 from data_prep import build
 from fer_jax.data.manifest import load_manifest
 from fer_jax.data.schema import decode_frames
 from fer_jax.preprocess.events import events_to_voxel_grid
 from fer_jax.preprocess.frames import sample_indices
-
-
-def _records(shards, split):
-    ds = tfds.builder_from_directory(str(shards)).as_data_source(split)
-    recs = {}
-    for i in range(len(ds)):
-        ex = ds[i]
-        recs[ex["id"].decode() if isinstance(ex["id"], bytes) else str(ex["id"])] = ex
-    return recs
 
 
 def test_see_round_trip_counts_labels_lighting(see_raw, see_shards):
@@ -35,7 +26,7 @@ def test_see_round_trip_counts_labels_lighting(see_raw, see_shards):
             for k, v in spec["database"].items()
             if v["subset"] == subset
         }
-        recs = _records(see_shards, split)
+        recs = records_by_id(see_shards, split)
         assert {k: int(r["label"]) for k, r in recs.items()} == expected
         assert m["num_examples"][split] == len(expected)
         for name, r in recs.items():
@@ -47,7 +38,7 @@ def test_see_round_trip_counts_labels_lighting(see_raw, see_shards):
 
 
 def test_see_event_frames_pair_with_rgb(see_raw, see_shards):
-    name, rec = sorted(_records(see_shards, "train").items())[0]
+    name, rec = sorted(records_by_id(see_shards, "train").items())[0]
     rgb, ev = decode_frames(rec["rgb"]), decode_frames(rec["event"])
     assert rgb.shape == ev.shape == (8, 64, 64, 3)
     n = int(rec["num_source_frames"])
@@ -64,7 +55,7 @@ def test_raw_events_become_voxel_grids_aligned_to_frames(see_raw, tmp_path):
     argv = ["--dataset", "see", "--root", str(see_raw), "--out", str(out), "--frames", "4", "--size", "32",
             "--workers", "1", "--events", "raw", "--quiet"]  # fmt: skip
     assert build.main(argv) == 0
-    name, rec = sorted(_records(out, "test").items())[0]
+    name, rec = sorted(records_by_id(out, "test").items())[0]
     assert rec["event"].shape == (4, 32, 32, 3) and rec["event"].dtype == np.float16
     events = np.load(see_raw / "raw_events" / f"{name}.npy")
     times = np.load(see_raw / "raw_events" / f"{name}_frame_times.npy")
@@ -83,7 +74,7 @@ def test_raw_encoding_matches_jpeg_and_is_larger(see_raw, see_shards, tmp_path):
     argv = ["--dataset", "see", "--root", str(see_raw), "--out", str(out), "--frames", "8", "--size", "64",
             "--workers", "1", "--encoding", "raw", "--quiet"]  # fmt: skip
     assert build.main(argv) == 0
-    a, b = _records(see_shards, "test"), _records(out, "test")
+    a, b = records_by_id(see_shards, "test"), records_by_id(out, "test")
     assert a.keys() == b.keys()
     for k in a:
         raw = b[k]["rgb"]

@@ -12,8 +12,8 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from PIL import Image
+from shard_support import records_by_id
 
 from configs import see_reference
 from data_prep import build
@@ -43,15 +43,6 @@ def _raw_see(root, num_seqs: int, max_frames: int):
 def _build(raw, out, *extra: str) -> int:
     return build.main(["--dataset", "see", "--root", str(raw), "--out", str(out), "--workers", "1", "--quiet",
                        *extra])  # fmt: skip
-
-
-def _records(shards, split):
-    ds = tfds.builder_from_directory(str(shards)).as_data_source(split)
-    out = {}
-    for i in range(len(ds)):
-        ex = ds[i]
-        out[ex["id"].decode() if isinstance(ex["id"], bytes) else str(ex["id"])] = ex
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +90,7 @@ def test_shorter_build_stores_aspect_kept_frames_with_pils_pixels(raw7, tmp_path
     assert (prep["resize"], prep["size"], prep["height"], prep["width"]) == ("shorter", 100, h, w)
     info = DataInfo.from_manifest(m)
     assert (info.image_size, info.image_height, info.image_width) == (100, h, w)
-    recs = {**_records(out, "train"), **_records(out, "test")}
+    recs = {**records_by_id(out, "train"), **records_by_id(out, "test")}
     assert len(recs) == 7
     checked = 0
     for name, rec in sorted(recs.items())[:3]:
@@ -125,7 +116,7 @@ def test_shorter_build_stores_aspect_kept_frames_with_pils_pixels(raw7, tmp_path
     # JPEG storage (the default): the decoded frames are within JPEG's error of PIL's resize
     jpg = tmp_path / "jpeg_enc"
     assert _build(raw7, jpg, "--frames", "0", "--size", "100", "--resize", "shorter") == 0
-    name, rec = sorted(_records(jpg, "train").items())[0]
+    name, rec = sorted(records_by_id(jpg, "train").items())[0]
     frames = decode_frames(rec["rgb"])
     assert frames.shape[1:] == (h, w, 3)
     src = decode_image(list_frame_files(next((raw7 / "frame").glob(f"*/{name}")))[0].read_bytes())
@@ -141,7 +132,7 @@ def test_an_old_square_manifest_still_loads_and_builds_compare(raw7, tmp_path, c
     m = load_manifest(out)
     assert (m["preprocessing"]["height"], m["preprocessing"]["width"]) == (32, 32)
     assert "resize" not in m["preprocessing"]  # square builds' settings read as before
-    rec = next(iter(_records(out, "train").values()))
+    rec = next(iter(records_by_id(out, "train").values()))
     assert decode_frames(rec["rgb"]).shape == (4, 32, 32, 3)
     # a manifest written before height / width existed: square frames of its size
     old = json.loads((out / "manifest.json").read_text())
