@@ -43,16 +43,12 @@ def resize_pil_bilinear(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[-1] == 3:
         return np.asarray(Image.fromarray(a, "RGB").resize((W, H), bilinear))
     planes = a[..., None] if a.ndim == 2 else a
-    if a.dtype == np.uint8:
-        out = [
-            np.asarray(Image.fromarray(planes[..., c], "L").resize((W, H), bilinear))
-            for c in range(planes.shape[-1])
-        ]
-    else:
-        f32 = planes.astype(np.float32)
-        out = [
-            np.asarray(Image.fromarray(f32[..., c], "F").resize((W, H), bilinear))
-            for c in range(planes.shape[-1])
-        ]
+    mode = "L" if a.dtype == np.uint8 else "F"
+    if mode == "F":
+        planes = planes.astype(np.float32)
+    out = [
+        np.asarray(Image.fromarray(planes[..., c], mode).resize((W, H), bilinear))
+        for c in range(planes.shape[-1])
+    ]
     res = np.stack(out, axis=-1).astype(a.dtype)
     return res[..., 0] if a.ndim == 2 else res

@@ -48,15 +48,11 @@ class StopSignal:
             signal.signal(sig, signal.SIG_DFL if old is None else old)
 
 
+@jax.jit
 def agree(flags: jax.Array) -> jax.Array:
     """The agreed signal: ``flags`` (num_devices,) int32 sharded on ``'data'`` (each process fills its own
     devices' entries with its flag) -> () int32, the max (0: nobody was signalled; SIGTERM 15 outranks
     SIGINT 2), replicated on every device."""
-    return _agree(flags)
-
-
-@jax.jit
-def _agree(flags: jax.Array) -> jax.Array:
     return jnp.max(flags)
 
 
