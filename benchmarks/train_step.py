@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.steps < 1:
         p.exit(2, "error: --steps must be >= 1\n")
+    from fer_jax import cpu_threads
+
+    cpu_threads.apply_from_env()  # FER_JAX_CPU_THREADS, as the CLIs honour it (benchmarks/cpu_threads.py)
     import jax
 
     peak = matmul_gflops(a.matmul)

@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 
+from fer_jax import cpu_threads
 from fer_jax.cli import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -148,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             check_output_dir(args.out)
         except ValueError as e:
             parser.exit(EXIT_USAGE, f"error: {e}\n")
+    try:  # before anything creates the JAX backend
+        cpu_threads.apply_from_env()
+    except ValueError as e:
+        parser.exit(EXIT_USAGE, f"error: {e}\n")
     # several runs in one process: the imports and the XLA client start once
     results: dict[str, dict] = {}
     for workdir in args.workdir:

@@ -34,6 +34,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from fer_jax import cpu_threads
 from fer_jax.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Parser, checkpoint_arg, interrupted, one_line
 from fer_jax.data.constants import SEE_FPS
 from fer_jax.training.run import Run
@@ -330,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.landmarks is not None and not Path(args.landmarks).is_dir() and len(args.inputs) > 1:
         parser.exit(EXIT_USAGE, "error: --landmarks FILE takes one INPUT; give a folder for several\n")
+    try:  # before anything creates the JAX backend
+        cpu_threads.apply_from_env()
+    except ValueError as e:
+        parser.exit(EXIT_USAGE, f"error: {e}\n")
     try:
         predictor = Predictor(args.workdir, args.checkpoint)
     except KeyboardInterrupt:

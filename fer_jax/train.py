@@ -18,7 +18,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fer_jax.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, check_output_dir, one_line
+from fer_jax import cpu_threads
+from fer_jax.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, check_output_dir, input_error, one_line
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "training config file, e.g. configs/dfew.py")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: config, checkpoints, logs, figures")
@@ -96,6 +97,10 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    try:  # before anything creates the JAX backend
+        cpu_threads.apply_from_env()
+    except ValueError as e:
+        return input_error(e)
     try:
         from fer_jax.training.loop import NonFiniteLossError, train
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from fer_jax import cpu_threads
 from fer_jax.cli import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.out and len(a.workdir) > 1:
         p.exit(EXIT_USAGE, "error: --out takes one --workdir\n")
     try:  # bad requests are refused before any run is restored and evaluated
+        cpu_threads.apply_from_env()  # before anything creates the JAX backend
         if a.out:
             check_output_dir(a.out)
         for workdir in a.workdir:
