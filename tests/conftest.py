@@ -1,5 +1,6 @@
 """Shared pytest set-up: absl flags parsed (grain workers read them) and a quiet, deterministic JAX."""
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -98,6 +99,38 @@ def module_compile_cache(tmp_path_factory):
     from jax.experimental.compilation_cache import compilation_cache
 
     compilation_cache.reset_cache()  # the next module starts without this module's cache
+
+
+# Fast compiles (tests/compile_support.py): tiny models, a few steps, so compiling is most of the cost.
+@contextlib.contextmanager
+def _most_optimizations_disabled():
+    """JAX's own switch (jax_disable_most_optimizations): every compile in this process, nested jits and
+    other modules' included, at LLVM -O0 without its expensive passes (= FAST_COMPILE). Afterwards the
+    in-memory caches are cleared, so no -O0 executable of a module-level jitted function serves a later
+    test; the persistent cache's keys include the setting."""
+    import jax
+
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", False)
+        jax.clear_caches()
+
+
+@pytest.fixture
+def fast_compile():
+    """Everything the test compiles, at ``FAST_COMPILE`` (tests/compile_support.py says which tests may).
+    Subprocesses: put ``FAST_COMPILE_ENV`` in their environment."""
+    with _most_optimizations_disabled():
+        yield
+
+
+@pytest.fixture(scope="module")
+def module_fast_compile():
+    """``fast_compile`` for a whole module, its module-scoped fixtures included (list it first)."""
+    with _most_optimizations_disabled():
+        yield
 
 
 # The longest test files first: with `pytest -n 2 --dist loadfile` (CI) a long file that starts last
