@@ -110,11 +110,12 @@ def _most_optimizations_disabled():
     test; the persistent cache's keys include the setting."""
     import jax
 
+    old = jax.config.read("jax_disable_most_optimizations")
     jax.config.update("jax_disable_most_optimizations", True)
     try:
         yield
     finally:
-        jax.config.update("jax_disable_most_optimizations", False)
+        jax.config.update("jax_disable_most_optimizations", old)
         jax.clear_caches()
 
 
