@@ -5,8 +5,9 @@ no flag for it (``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 current runtime: same step time, same CPU use). Several trainings that each bring a pool of every core
 oversubscribe the machine. ``FER_JAX_CPU_THREADS=N`` makes :func:`apply_from_env` create the client while
 the process is pinned to N of its cores, then give every thread all of them back: the pool keeps N
-threads, and the scheduler moves each process to whichever core is free. ``scripts/demo.py`` sets 1 for
-its three lanes on 2 cores (benchmarks/cpu_threads.py measures the effect). Unset: nothing happens.
+threads, and the scheduler moves each process to whichever core is free (benchmarks/cpu_threads.py
+measures the effect). The pool size changes float rounding (from the second training step on). Unset:
+nothing happens.
 """
 
 from __future__ import annotations

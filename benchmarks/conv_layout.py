@@ -1,0 +1,111 @@
+"""Does the convolution layout change XLA:CPU's speed? ResNet-18's convolutions in NHWC (flax) and NCHW (torch).
+
+    python benchmarks/conv_layout.py [--batch 16] [--size 112] [--iters 10] [--out docs/bench/conv_layout.md]
+
+flax's ``nnx.Conv`` is NHWC only; torchvision runs NCHW (oneDNN picks its own blocked layout inside). This
+times every distinct convolution of ResNet-18 (eval forward, float32, the shapes of a ``--size`` input)
+as one jitted ``lax.conv_general_dilated`` with NHWC / HWIO and with NCHW / OIHW dimension numbers, and
+sums each layout's time weighted by how often ResNet-18 runs that shape. Both results are checked equal
+(after the transpose). A large gap in favour of NCHW would make a layout switch worth building; a small
+one says the ports' gap to torchvision lies elsewhere (the kernels themselves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def resnet18_convs(size: int) -> list[tuple[str, int, int, int, int, int, int]]:
+    """(name, count, in_ch, out_ch, kernel, stride, input side) of ResNet-18's convolutions."""
+    s = size // 4  # after the stem's stride-2 conv and stride-2 max pool
+    rows = [("stem 7x7/2", 1, 3, 64, 7, 2, size)]
+    ch = 64
+    for stage, out in enumerate((64, 128, 256, 512)):
+        stride = 1 if stage == 0 else 2
+        if stride == 2:
+            rows.append((f"layer{stage + 1} 3x3/2", 1, ch, out, 3, 2, s))
+            rows.append((f"layer{stage + 1} 1x1/2 down", 1, ch, out, 1, 2, s))
+            s //= 2
+            rows.append((f"layer{stage + 1} 3x3", 3, out, out, 3, 1, s))
+        else:
+            rows.append((f"layer{stage + 1} 3x3", 4, ch, out, 3, 1, s))
+        ch = out
+    return rows
+
+
+def time_fn(fn, *args, iters: int) -> float:
+    fn(*args).block_until_ready()
+    best = float("inf")
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn(*args).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/conv_layout.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--size", type=int, default=112, help="input side in pixels (ResNet-18's shapes follow)")
+    p.add_argument("--iters", type=int, default=10, help="timed calls per convolution (the best is kept)")
+    p.add_argument("--out", default=None, help="also write the Markdown table here")
+    a = p.parse_args(argv)
+    import jax
+    import numpy as np
+    from jax import lax
+
+    rng = np.random.default_rng(0)
+    lines = [
+        f"Printed by `python benchmarks/conv_layout.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
+        f"{time.strftime('%Y-%m-%d')}; {os.cpu_count()} cores, {platform.machine()}, jax {jax.__version__} on "
+        f"{jax.default_backend()}; load {os.getloadavg()[0]:.1f} at the start. Best of {a.iters} calls, batch {a.batch}.",
+        "",
+        "| convolution | count | NHWC ms | NCHW ms | NCHW / NHWC |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    totals = {"NHWC": 0.0, "NCHW": 0.0}
+    for name, count, cin, cout, k, stride, side in resnet18_convs(a.size):
+        x = rng.standard_normal((a.batch, side, side, cin), dtype=np.float32)
+        w = rng.standard_normal((k, k, cin, cout), dtype=np.float32) / np.sqrt(k * k * cin)
+        pad = [(k // 2, k // 2)] * 2
+        nhwc = jax.jit(
+            lambda x, w, s=stride, pad=pad: lax.conv_general_dilated(
+                x, w, (s, s), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        )
+        nchw = jax.jit(
+            lambda x, w, s=stride, pad=pad: lax.conv_general_dilated(
+                x, w, (s, s), pad, dimension_numbers=("NCHW", "OIHW", "NCHW")
+            )
+        )
+        xc, wc = np.ascontiguousarray(x.transpose(0, 3, 1, 2)), np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+        diff = float(np.abs(np.asarray(nhwc(x, w)) - np.asarray(nchw(xc, wc)).transpose(0, 2, 3, 1)).max())
+        if diff > 1e-3:
+            raise SystemExit(f"error: {name}: the layouts disagree by {diff:.2e}")
+        t1, t2 = time_fn(nhwc, x, w, iters=a.iters), time_fn(nchw, xc, wc, iters=a.iters)
+        totals["NHWC"] += count * t1
+        totals["NCHW"] += count * t2
+        lines.append(
+            f"| {name} ({cin}->{cout} at {side} px) | {count} | {1e3 * t1:.2f} | {1e3 * t2:.2f} | {t2 / t1:.2f} |"
+        )
+    n, c = 1e3 * totals["NHWC"], 1e3 * totals["NCHW"]
+    lines.append(
+        f"| **ResNet-18's convolutions, weighted** | | **{n:.1f}** | **{c:.1f}** | **{c / n:.2f}** |"
+    )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
