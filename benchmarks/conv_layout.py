@@ -13,8 +13,6 @@ one says the ports' gap to torchvision lies elsewhere (the kernels themselves).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,10 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report_text import emit, printed_by  # noqa: E402
+
 
 def resnet18_convs(size: int) -> list[tuple[str, int, int, int, int, int, int]]:
     """(name, count, in_ch, out_ch, kernel, stride, input side) of ResNet-18's convolutions."""
-    s = size // 4  # after the stem's stride-2 conv and stride-2 max pool
+    s = (size + 3) // 4  # after the stem's stride-2 conv and stride-2 max pool
     rows = [("stem 7x7/2", 1, 3, 64, 7, 2, size)]
     ch = 64
     for stage, out in enumerate((64, 128, 256, 512)):
@@ -33,7 +33,7 @@ def resnet18_convs(size: int) -> list[tuple[str, int, int, int, int, int, int]]:
         if stride == 2:
             rows.append((f"layer{stage + 1} 3x3/2", 1, ch, out, 3, 2, s))
             rows.append((f"layer{stage + 1} 1x1/2 down", 1, ch, out, 1, 2, s))
-            s //= 2
+            s = (s + 1) // 2  # a padded stride-2 convolution rounds up (7 -> 4)
             rows.append((f"layer{stage + 1} 3x3", 3, out, out, 3, 1, s))
         else:
             rows.append((f"layer{stage + 1} 3x3", 4, ch, out, 3, 1, s))
@@ -64,9 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = np.random.default_rng(0)
     lines = [
-        f"Printed by `python benchmarks/conv_layout.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
-        f"{time.strftime('%Y-%m-%d')}; {os.cpu_count()} cores, {platform.machine()}, jax {jax.__version__} on "
-        f"{jax.default_backend()}; load {os.getloadavg()[0]:.1f} at the start. Best of {a.iters} calls, batch {a.batch}.",
+        f"{printed_by('conv_layout.py', argv)} at the start; jax {jax.__version__} on {jax.default_backend()}. "
+        f"Best of {a.iters} calls, batch {a.batch}.",
         "",
         "| convolution | count | NHWC ms | NCHW ms | NCHW / NHWC |",
         "|---|---:|---:|---:|---:|",
@@ -100,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(
         f"| **ResNet-18's convolutions, weighted** | | **{n:.1f}** | **{c:.1f}** | **{c / n:.2f}** |"
     )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit(lines, a.out)
     return 0
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from report_text import emit, printed_by
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = re.compile(r"^\| (\S+) \| \S+ \| \d+ \| [\d.]+ \| ([\d.]+) \| ([\d.]+) \|")
@@ -70,12 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     for t in a.threads:
         if t != "default" and not t.isdigit():
             p.error(f'--threads takes "default" or a whole number, got {t!r}')
+    head = printed_by("cpu_threads.py", argv)  # the load before the runs: was the machine quiet?
     results = {t: run_setting(t, a.configs, a.steps) for t in a.threads}
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        f"Printed by `python benchmarks/cpu_threads.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
-        f"on {time.strftime('%Y-%m-%d')}; {os.cpu_count()} cores, {platform.machine()}; load {load:.1f} at the end. "
-        f"The {len(a.configs)} processes run at the same time; step = mean ms over {a.steps} steps.",
+        f"{head} at the start. The {len(a.configs)} processes run at the same time; "
+        f"step = mean ms over {a.steps} steps.",
         "",
         "| pool | " + " | ".join(f"{c} compile s / step ms" for c in a.configs) + " | wall s, all done |",
         "|---|" + "---:|" * (len(a.configs) + 1),
@@ -86,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         name = "XLA default (every core)" if t == "default" else f"FER_JAX_CPU_THREADS={t}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['wall_s']:.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text)
+    emit(lines, a.out)
     return 0
 
 
