@@ -196,7 +196,7 @@ def test_paper_variant_counts_non_square_spatial_tokens():
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("module_compile_cache")  # evaluate reuses the run's compiled evaluation step
+@pytest.mark.usefixtures("module_compile_cache", "fast_compile")  # evaluate reuses the run's eval step
 def test_reference_variant_trains_evaluates_and_predicts_on_non_square_shards(tmp_path, capsys):
     from fer_jax import predict
     from fer_jax.evaluate import main as evaluate_main
