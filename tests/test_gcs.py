@@ -231,7 +231,7 @@ class _SigtermAfter:
 
 
 @pytest.mark.slow  # 181-249 s on the shared 2-core machine (MCO-E Net's compiles dominate): over the 3-minute bar
-@pytest.mark.usefixtures("module_compile_cache")
+@pytest.mark.usefixtures("module_compile_cache", "fast_compile")
 def test_build_train_kill_resume_evaluate_under_gs(gcs, see_raw, tmp_path, monkeypatch, capsys):
     """Shards, run folder, checkpoints, TensorBoard, manifest and evaluation output all under gs://: the
     build writes into the bucket, SIGTERM stops the run and it saves, the rerun resumes from that step and
