@@ -71,6 +71,7 @@ def test_missing_landmarks_use_template():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fast_compile")  # non-zero, equal, different: no assertion near float32 bits
 def test_gradients_reach_every_parameter_and_eval_is_deterministic():
     model = MambaFER(**TINY, scan_method="sequential", rngs=nnx.Rngs(0))
     rng = np.random.default_rng(0)
