@@ -94,6 +94,7 @@ def _logits(model, inputs) -> np.ndarray:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.usefixtures("fast_compile")  # both forwards at -O0: the bound is 10 %, far above -O0's bits
 def test_bfloat16_forward_is_within_tolerance_of_float32(family):
     build = FAMILIES[family][0]
     inputs = _inputs(family)
@@ -162,12 +163,14 @@ def test_bfloat16_training_on_cpu_lowers_the_loss():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.usefixtures("fast_compile")
 def test_bfloat16_batchnorm_statistics_update_in_float32():
     model = FAMILIES["r2plus1d_18"][0](dtype="bfloat16")
     model.train()
     before = nnx.state(model, nnx.BatchStat)
     before = jax.tree.map(np.asarray, before)
-    model(**_inputs("r2plus1d_18"))
+    # jitted: nnx.jit writes the updated statistics back into the model as an eager call does (op by op: 35 s)
+    nnx.jit(lambda m, i: m(**i))(model, _inputs("r2plus1d_18"))
     after = nnx.state(model, nnx.BatchStat)
     changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, np.asarray(b)), before, after))
     assert all(changed)  # the copy's updated statistics reached the model
