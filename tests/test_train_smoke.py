@@ -30,6 +30,8 @@ def _load(name: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
+# -O0 (ranges and counts asserted only); evaluate reuses the run's compiled evaluation step from the cache
+@pytest.mark.usefixtures("module_compile_cache", "fast_compile")
 def test_demo_config_trains_and_evaluates(name, request, tmp_path):
     from fer_jax.evaluate import evaluate
     from fer_jax.training.loop import train
