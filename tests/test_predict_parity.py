@@ -17,7 +17,8 @@ import shutil
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("module_compile_cache")]
+# -O0 for the init, evaluate and predict alike: predict and evaluate run the same cached executable
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("module_fast_compile", "module_compile_cache")]
 
 
 @pytest.fixture(scope="module")
