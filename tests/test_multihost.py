@@ -22,6 +22,7 @@ import chex
 import jax
 import numpy as np
 import pytest
+from compile_support import FAST_COMPILE_ENV
 
 from fer_jax.training import mesh as mesh_lib
 from fer_jax.training import stop
@@ -42,6 +43,7 @@ def _env(port: int, process_id: int) -> dict:
     env.update(FER_JAX_NUM_PROCESSES="2", FER_JAX_PROCESS_ID=str(process_id))
     for var in ("XLA_FLAGS", "FER_JAX_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS"):
         env.pop(var, None)
+    env.update(FAST_COMPILE_ENV)  # every run at -O0: the resumed and the uninterrupted run compare alike
     return env
 
 
