@@ -175,6 +175,7 @@ def test_cli_refuses_in_channels_for_the_whole_model(tmp_path, state_dict, capsy
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("fast_compile")  # its eval step and evaluate's: the same -O0 program
 def test_a_converted_model_becomes_a_run_that_evaluate_takes(
     golden, state_dict, converted, see_shards, tmp_path, capsys
 ):
