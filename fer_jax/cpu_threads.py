@@ -2,12 +2,13 @@
 
 XLA sizes the CPU client's thread pool from the process's CPU affinity when the client is created, and has
 no flag for it (``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` are ignored by the
-current runtime: same step time, same CPU use). Several trainings that each bring a pool of every core
-oversubscribe the machine. ``FER_JAX_CPU_THREADS=N`` makes :func:`apply_from_env` create the client while
-the process is pinned to N of its cores, then give every thread all of them back: the pool keeps N
-threads, and the scheduler moves each process to whichever core is free (benchmarks/cpu_threads.py
-measures the effect). The pool size changes float rounding (from the second training step on). Unset:
-nothing happens.
+current runtime: same step time, same CPU use). ``FER_JAX_CPU_THREADS=N`` makes :func:`apply_from_env`
+create the client while the process is pinned to N of its cores, then give every thread all of them
+back: the pool keeps N threads (a job's share of a shared machine is capped) and the scheduler still
+moves the process to whichever core is free. It is not a speed-up for runs side by side: three demo
+trainings on 2 cores took 171 s with default pools and 174 s with one thread each
+(benchmarks/cpu_threads.py, docs/benchmarks.md). The pool size changes float rounding (from the second
+training step on). Unset: nothing happens.
 """
 
 from __future__ import annotations
