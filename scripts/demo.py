@@ -208,10 +208,10 @@ def build_lanes(s: Settings) -> list[Lane]:
     ]
     # LLVM at -O1 compiles MambaFER's step in 30 s instead of 38 s at the same step time
     # (benchmarks/train_step.py); the SEE lanes keep the default, because any change of float rounding
-    # moves MCO-E Net's 600-step result (measured: 85.1 -> 78.6 with this flag)
+    # moved MCO-E Net's old 600-step result (measured: 85.1 -> 78.6 with this flag)
     dfew_env = {**s.base_env}
     dfew_env["XLA_FLAGS"] = f"{s.base_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=1".strip()
-    # the SEE lane (MCO-E Net's 600 steps) is the longest: the other two lanes yield the CPU to it (nice)
+    # the SEE lane (MCO-E Net's 1200 steps) is the longest: the other two lanes yield the CPU to it (nice)
     lanes = [
         Lane("dfew", dfew_stages, dfew_env, nice=5),
         Lane("see", see_stages, s.base_env),
