@@ -38,6 +38,7 @@ def get_config():
     # gives 88.1-91.1 (benchmarks/demo_seeds.py, docs/bench/demo_seeds.md). 300: 0.61; lr 2e-3 stalls
     c.train.num_steps = 1200
     c.train.eval_every_steps = 1200  # one evaluation, at the end: each costs seconds on 2 cores
+    c.train.checkpoint_every_steps = 1200  # one save, at the end (see.py's 1000 would add one at step 1000)
     c.optim.lr = 1e-3
     c.optim.schedule = "onecycle"
     c.optim.pct_start = 0.2
