@@ -37,7 +37,8 @@ pytestmark = pytest.mark.usefixtures("module_compile_cache")
 TOLERANCE = 1e-4
 # LLVM at -O0 and without its expensive passes: the four ResNet-18s compile in about half the CPU time;
 # the HLO is the same, float rounding may differ in the last bits (far below TOLERANCE)
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+from compile_support import FAST_COMPILE  # noqa: E402  (one definition for every test)
+
 MAMBA = mco_convert.MAMBA
 
 

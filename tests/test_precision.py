@@ -19,6 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+# LLVM at -O0 and without its expensive passes: the training tests' bfloat16 MambaFER compiles (their
+# whole cost) take about half the CPU time; the HLO, so what is computed in which dtype, is the same
+from compile_support import FAST_COMPILE  # one definition for every test
 from flax import nnx
 
 from fer_jax.models import compute, registry
@@ -28,9 +32,6 @@ from fer_jax.models.mambafer import MambaFER
 from fer_jax.models.mco_e_net import MCOENet
 from fer_jax.models.r3d import VideoResNetClassifier
 
-# LLVM at -O0 and without its expensive passes: the training tests' bfloat16 MambaFER compiles (their
-# whole cost) take about half the CPU time; the HLO, so what is computed in which dtype, is the same
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 BF16_TOL = 0.1  # max |logits_bf16 - logits_f32| <= BF16_TOL * (max |logits_f32| + 1)
 GOLDEN = Path(__file__).parent / "golden" / "demo_forward_f32.npz"
 

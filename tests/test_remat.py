@@ -11,16 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+# LLVM at -O0 and without its expensive passes: MambaFER's two compiles (its test's whole cost) take about
+# half the CPU time; XLA's buffer assignment, so temp_size_in_bytes, and the HLO are the same. Not for
+# MCO-E Net: at -O0 its remat and plain gradients differ by 2.3e-5 (rounding), over the 1e-5 checked
+from compile_support import FAST_COMPILE  # one definition for every test
 from flax import nnx
 
 from fer_jax.models import compute
 from fer_jax.models.mambafer import MambaFER
 from fer_jax.models.mco_e_net import MCOENet
-
-# LLVM at -O0 and without its expensive passes: MambaFER's two compiles (its test's whole cost) take about
-# half the CPU time; XLA's buffer assignment, so temp_size_in_bytes, and the HLO are the same. Not for
-# MCO-E Net: at -O0 its remat and plain gradients differ by 2.3e-5 (rounding), over the 1e-5 checked
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 MAMBAFER = dict(
     backbone_width=0.25, backbone_depth=0.35, d_model=32, mhsa_heads=4, mlp_dims=(16,), dropout=0.0
