@@ -262,9 +262,11 @@ def test_see_events_come_from_the_clean_scene_and_lighting_degrades_only_rgb(mon
     np.testing.assert_array_equal(see.render_sequence(item)["frames"], see.render_sequence(item)["frames"])
     low, over, hdr = out["Low"]["frames"], out["Overexposed"]["frames"], out["HDR"]["frames"]
     assert low.mean() < 12 and ref["frames"].mean() > 80  # low light: nearly black
-    # low light hides the expression: the frame's correlation with the clean scene collapses
+    # low light hides the expression: the frame's correlation with the clean scene collapses (0.03 here;
+    # 0.12 with the gain before issue #19, which an RGB-only model learned to read)
     clean = ref["clean"].ravel()
-    assert np.corrcoef(low.ravel(), clean)[0, 1] < 0.6 < np.corrcoef(ref["frames"].ravel(), clean)[0, 1]
+    assert np.corrcoef(low.ravel(), clean)[0, 1] < 0.05
+    assert np.corrcoef(ref["frames"].ravel(), clean)[0, 1] > 0.6
     assert (over >= 250).mean() > 0.5  # overexposed: clipped white
     assert (hdr >= 250).mean() > 0.15 and (hdr <= 15).mean() > 0.15  # HDR: both at once
 
