@@ -2,7 +2,7 @@
 
     python benchmarks/demo_seeds.py [--data runs/demo_seeds/data] [--work runs/demo_seeds/runs]
         [--seeds 0 1 2] [--opt default O1] [--runs mambafer mco_e_net mco_e_net_rgb] [--jobs 2]
-        [--set RUN:KEY=VALUE ...] [--tag NAME] [--out docs/bench/demo_seeds.md]
+        [--set RUN:KEY=VALUE ...] [--tag NAME] [--reuse EARLIER.json:RUN[,RUN]] [--out docs/bench/demo_seeds.md]
 
 The data are the demo's own: ``scripts/demo.py``'s synthesize and build stages, run once into ``--data``
 (reused when its shards exist). Each (run, seed, optimisation level) then runs the demo's commands,
@@ -16,6 +16,9 @@ accuracy, the low-light gap of RGB + event over RGB only paired by seed and leve
 against its minimum) and the same as JSON beside it (``.json``), which ``fer_jax.report --spread`` reads to
 place one demo run within the documented spread. ``--set RUN:KEY=VALUE`` passes ``--config.KEY=VALUE`` to
 that run's training (a recipe experiment; name it with ``--tag`` so its runs are kept apart).
+``--reuse EARLIER.json:RUN`` takes RUN's results from an earlier JSON of this script instead of training
+it again, for a run whose data and config have not changed since (the table names the file and its
+command); every (seed, level) asked for must be in it.
 """
 
 from __future__ import annotations
@@ -92,6 +95,34 @@ def read_result(workdir: Path) -> dict | None:
     return {"war": m["war"], "uar": m["uar"], "low": (m.get("per_lighting") or {}).get("low")}
 
 
+def load_reused(spec: str, seeds: list[int], opts: list[str]) -> tuple[dict, dict]:
+    """``EARLIER.json:RUN[,RUN]`` -> ({(run, seed, opt): result}, a note for the table's metadata);
+    ValueError naming what is wrong (syntax, file, an unknown run, a missing combination)."""
+    path, sep, names = spec.rpartition(":")
+    runs = [n for n in names.split(",") if n]
+    if not sep or not path or not runs:
+        raise ValueError(f"--reuse {spec!r}: expected EARLIER.json:RUN[,RUN]")
+    unknown = [n for n in runs if n not in RUNS]
+    if unknown:
+        raise ValueError(f"--reuse {spec!r}: unknown run {unknown[0]!r} (one of {', '.join(RUNS)})")
+    try:
+        earlier = json.loads(Path(path).read_text())
+        rows = earlier["results"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--reuse {spec!r}: not a benchmarks/demo_seeds.py JSON ({e})") from e
+    by_key = {(r["run"], r["seed"], r["opt"]): r for r in rows}
+    taken = {}
+    for name in runs:
+        for seed in seeds:
+            for opt in opts:
+                r = by_key.get((name, seed, opt))
+                if r is None:
+                    raise ValueError(f"--reuse {spec!r}: {path} has no {name}-s{seed}-{opt}")
+                taken[(name, seed, opt)] = {k: r.get(k) for k in ("run", "seed", "opt", *METRICS)}
+    note = {"file": path, "runs": runs, "command": earlier.get("command"), "date": earlier.get("date")}
+    return taken, note
+
+
 def spread(values: list[float]) -> dict:
     return {
         "n": len(values),
@@ -154,6 +185,16 @@ def markdown(summary: dict, meta: dict) -> str:
             if meta.get("missing")
             else []
         ),
+        *(
+            line
+            for r in meta.get("reused", [])
+            for line in (
+                f"Reused, not trained again: {', '.join(r['runs'])} from `{r['file']}` (printed on {r['date']} by "
+                f"`{r['command']}`): the data and config of {'these runs' if len(r['runs']) > 1 else 'this run'} "
+                "are unchanged since.",
+                "",
+            )
+        ),
         "| run | n | WAR | UAR | low light |",
         "|---|---:|---|---|---|",
     ]
@@ -192,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="trainings side by side (default 2: the 2-core demo)")
     p.add_argument("--set", action="append", default=[], metavar="RUN:KEY=VALUE", help="a config override")
     p.add_argument("--tag", default="", help="a name for this recipe's runs (kept apart from others)")
+    p.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="EARLIER.json:RUN[,RUN]",
+        help="take these runs' results from an earlier JSON of this script (unchanged data and config)",
+    )
     p.add_argument("--out", type=Path, default=None, help="Markdown table (and .json beside it)")
     p.add_argument("--py", default=sys.executable, help="interpreter of the commands")
     p.add_argument(
@@ -208,6 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or name not in RUNS or "=" not in kv:
             p.error(f"--set {item!r}: expected RUN:KEY=VALUE with RUN one of {', '.join(RUNS)}")
         overrides[name].append(kv)
+    reused: dict = {}
+    reuse_notes = []
+    for spec in args.reuse:
+        try:
+            taken, note = load_reused(spec, args.seeds, args.opt)
+        except ValueError as e:
+            p.error(str(e))
+        reused.update(taken)
+        reuse_notes.append(note)
 
     if not args.summarise_only:
         build_data(args.data.resolve(), args.py)
@@ -219,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     while todo or running:
         while todo and len(running) < args.jobs:
             name, seed, opt = todo.pop(0)
+            if (name, seed, opt) in reused:
+                results.append(reused[(name, seed, opt)])
+                continue
             wd = work / f"{name}-s{seed}-{opt}"
             done = read_result(wd)
             if done is not None:
@@ -272,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "combinations": len(args.seeds) * len(args.opt),
         "overrides": args.set,
         "missing": failed,
+        "reused": reuse_notes,
     }
     table = markdown(summary, meta)
     print(table)
