@@ -28,8 +28,9 @@ The clean scene is rendered at ``SUBSTEPS`` x 30 fps; events are simulated from 
 they do not see the lighting degradation, as a real event camera's ~120 dB range does not), and
 only the 30 fps intensity frames are degraded: ``normal`` mild gain and noise; ``Overexposed`` gain
 2.5-4 clipped at white; ``Low`` gain ``LOW_GAIN`` (0.003-0.008) plus sensor noise: nearly black, the eye's
-contrast (under 1 grey level) below the read noise (6.4 levels), so the frames alone hardly show the
-expression while the events still do; ``HDR`` a smooth split of the frame into an over- and an under-exposed part. Continuous
+contrast (at most 1-2 grey levels) under the read noise (6.4 levels), so the frames alone hardly show the
+expression while the events still do; ``HDR`` a smooth split of the frame into an over- and an
+under-exposed part. Continuous
 head / camera micro-motion keeps edges visible in the events also when the expression is at rest.
 """
 
