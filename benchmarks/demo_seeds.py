@@ -266,11 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         reused.update(taken)
         reuse_notes.append(note)
 
-    if not args.summarise_only:
-        build_data(args.data.resolve(), args.py)
     work = (args.work / args.tag if args.tag else args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     todo = [(n, s, o) for s in args.seeds for o in args.opt for n in args.runs]
+    # the data (about a minute) only when something will train: not for reused or finished runs alone
+    trains = [t for t in todo if t not in reused and read_result(work / f"{t[0]}-s{t[1]}-{t[2]}") is None]
+    if trains and not args.summarise_only:
+        build_data(args.data.resolve(), args.py)
     results, running, failed = [], [], []
     started = time.time()
     while todo or running:

@@ -15,6 +15,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+
+# LLVM at -O0 and without its expensive passes (FAST_COMPILE): the four ResNet-18s compile in about half the
+# CPU time; the HLO is the same, float rounding may differ in the last bits (far below TOLERANCE)
+from compile_support import FAST_COMPILE
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).parent / "golden"))
@@ -35,9 +39,6 @@ GOLDEN = Path(__file__).parent / "golden" / "mco_e_net_reference.npz"
 # the zero-step run's evaluation and evaluate's compile one eval step: the second reads the first's back
 pytestmark = pytest.mark.usefixtures("module_compile_cache")
 TOLERANCE = 1e-4
-# LLVM at -O0 and without its expensive passes: the four ResNet-18s compile in about half the CPU time;
-# the HLO is the same, float rounding may differ in the last bits (far below TOLERANCE)
-from compile_support import FAST_COMPILE  # noqa: E402  (one definition for every test)
 
 MAMBA = mco_convert.MAMBA
 

@@ -3,22 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from script_support import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location(
-        "demo_seeds_reuse_test", ROOT / "benchmarks" / "demo_seeds.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/demo_seeds.py")
 
 
 def _earlier(tmp_path, seeds=(0, 1, 2), name="earlier.json") -> Path:
@@ -81,3 +76,22 @@ def test_reuse_refuses_bad_specs_in_one_line(tmp_path, capsys, spec, words):
         seeds.main(["--work", str(tmp_path / "runs"), "--summarise-only", "--reuse", spec])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 2 and words in err
+
+
+def test_nothing_to_train_builds_no_data(tmp_path, monkeypatch):
+    """Every asked-for run reused: the table is written without synthesising the demo data (about a minute)
+    or starting a training; a run still to train does build it."""
+    seeds = _module()
+    earlier = _earlier(tmp_path)
+    built = []
+    monkeypatch.setattr(seeds, "build_data", lambda data, py: built.append(data))
+    out = tmp_path / "table.md"
+    rc = seeds.main(["--work", str(tmp_path / "runs"), "--data", str(tmp_path / "data"), "--runs", "mambafer",
+                     "--reuse", f"{earlier}:mambafer", "--out", str(out)])  # fmt: skip
+    assert rc == 0 and built == [] and out.exists()
+    started = []
+    monkeypatch.setattr(seeds, "run_one", lambda *a: started.append(a) or (_ for _ in ()).throw(RuntimeError))
+    with pytest.raises(RuntimeError):  # MCO-E Net would train: the data is built first, then a run starts
+        seeds.main(["--work", str(tmp_path / "runs"), "--data", str(tmp_path / "data"), "--runs", "mco_e_net",
+                    "--out", str(out)])  # fmt: skip
+    assert built == [(tmp_path / "data").resolve()] and len(started) == 1

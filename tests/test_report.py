@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from script_support import load_script
 
 from fer_jax import report
 
@@ -97,13 +98,7 @@ def test_target_with_a_typo_is_refused_not_reported_missed(tmp_path, capsys, tar
 
 def _spread_file(tmp_path):
     """A spread JSON as benchmarks/demo_seeds.py writes it, from six seeded results of each run."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_seeds.py"
-    spec = importlib.util.spec_from_file_location("demo_seeds_for_test", path)
-    seeds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(seeds)
+    seeds = load_script("benchmarks/demo_seeds.py")
     results = []
     for i, (seed, opt) in enumerate([(s, o) for s in (0, 1, 2) for o in ("default", "O1")]):
         results.append({"run": "mco_e_net", "seed": seed, "opt": opt, "war": 0.86 + 0.01 * i, "uar": 0.86 + 0.01 * i,

@@ -30,8 +30,8 @@ only the 30 fps intensity frames are degraded: ``normal`` mild gain and noise; `
 2.5-4 clipped at white; ``Low`` gain ``LOW_GAIN`` (0.003-0.008) plus sensor noise: nearly black, the eye's
 contrast (at most 1-2 grey levels) under the read noise (6.4 levels), so the frames alone hardly show the
 expression while the events still do; ``HDR`` a smooth split of the frame into an over- and an
-under-exposed part. Continuous
-head / camera micro-motion keeps edges visible in the events also when the expression is at rest.
+under-exposed part. Continuous head / camera micro-motion keeps edges visible in the events also when the
+expression is at rest.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ TO_EXPRESSION = {
 LIGHTINGS = ("normal", "Overexposed", "Low", "HDR")
 TEST_FRACTION = 0.32
 EVENT_SETTINGS = {"contrast_threshold": 0.3, "threshold_sigma": 0.03, "refractory": 1e-3}  # DAVIS-like
-# Low light's exposure: 0.015-0.035 until issue #19 left the expression readable (an RGB-only demo training
-# reached 69 % on it), where the frames were meant to be unreadable, as a DAVIS346's ~55 dB frames are in the
-# dark scenes its events still resolve
+# Low light's exposure: the frames are meant to be unreadable, as a DAVIS346's ~55 dB frames are in the dark
+# scenes its events still resolve; the earlier 0.015-0.035 left the expression readable (an RGB-only demo
+# training reached 69 % on it, issue #19)
 LOW_GAIN = (0.003, 0.008)
 NOISE_RATE = {"normal": 0.1, "Overexposed": 0.1, "Low": 0.5, "HDR": 0.2}  # events / pixel / s
 
