@@ -37,16 +37,6 @@ PUBLISHED_GMACS = {
 ARCH_CHOICES = ("resnet18", "resnet34", "efficientnet_v2_s")
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _time_calls(fn, iters: int, warmup: int) -> float:
     """Fastest of ``iters`` timed calls of ``fn()`` after ``warmup`` calls, in seconds.
 
@@ -233,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             print(json.dumps(r), file=sys.stderr)
 
+    from fer_jax.host import cpu_description
+
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"Machine: {_cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
+        f"Machine: {cpu_description()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
         f"jax {jax.__version__}"
         + (f", torch {versions['torch']}, torchvision {versions['torchvision']}" if versions else "")
         + f"; {date}. Batch {args.batch}, eval mode, float32, fastest of {args.iters} calls; torch threads {args.threads}.",

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from fer_jax.host import cpu_description  # noqa: E402
 
 # run name -> (config, shard set): the three trainings of `make demo`
 RUNS = {
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "command": "python benchmarks/demo_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+        "machine": f"{os.cpu_count()} cores, {cpu_description()}",
         "seeds": args.seeds,
         "opt": args.opt,
         "combinations": len(args.seeds) * len(args.opt),

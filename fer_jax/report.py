@@ -36,6 +36,7 @@ from fer_jax.cli import (
     read_json,
     write_atomic,
 )
+from fer_jax.host import cpu_description
 from fer_jax.paths import files_under, path_of
 
 
@@ -91,15 +92,7 @@ def _lookup(metrics: dict, dotted: str) -> float | None:
 
 def machine_description() -> str:
     """One line naming the machine the numbers came from."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_description()
     try:
         import jax
 
