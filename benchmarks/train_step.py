@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import platform
+import os
 import sys
 import time
 from pathlib import Path
@@ -177,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"{name}: skipped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
         print(rows[-1] if rows and rows[-1]["config"] == label else notes[-1], file=sys.stderr, flush=True)
 
+    from fer_jax.host import cpu_description
+
     dev = jax.devices()[0]
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {jax.device_count()} x {dev.platform} "
+        f"Machine: {cpu_description()}, {os.cpu_count()} cores; {jax.device_count()} x {dev.platform} "
         f"({getattr(dev, 'device_kind', '')}), jax {jax.__version__}; reference {a.matmul}^3 float32 matmul: "
         f"**{peak:.1f} GFLOP/s**.",
         "",
