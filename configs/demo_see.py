@@ -1,4 +1,4 @@
-"""CPU demo of MCO-E Net on the synthetic SEE shards, derived from configs/see.py (2-6 minutes on 2 cores).
+"""CPU demo of MCO-E Net on the synthetic SEE shards, derived from configs/see.py (2-6 minutes alone on 2 cores, by host).
 
 Run::
 
